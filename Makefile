@@ -1,0 +1,67 @@
+# One command to run the service locally, one to test it. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+# Lambda runs python3.12/arm64; pyenv provides 3.12 beside 3.11 for `sam build`.
+SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: help venv sam-venv run lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
+
+help:
+	@echo "make run        start the local runtime on http://$(HOST):$(PORT) (creates .venv)"
+	@echo "make test       ruff, mypy, the test suite, sam validate --lint and sam build"
+	@echo "make bench      benchmarks -> bench/results/latest.json and docs/benchmarks.md"
+	@echo "make e2e STACK=name   end-to-end suite against a deployed stack"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# SAM pins its own boto3/pydantic: it lives in its own virtualenv, never in the project's.
+$(SAM_VENV)/.installed:
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli>=1.130'
+	touch $@
+
+sam-venv: $(SAM_VENV)/.installed
+
+run: venv
+	$(VENV)/bin/jobtriggers local --host $(HOST) --port $(PORT)
+
+fmt: venv
+	$(VENV)/bin/ruff format layers functions tests bench
+	$(VENV)/bin/ruff check --fix layers functions tests bench
+
+lint: venv
+	$(VENV)/bin/ruff check layers functions tests bench
+	$(VENV)/bin/ruff format --check layers functions tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests bench
+	@# each handler is its own `app` module, so each is checked on its own
+	for f in functions/*/app.py; do $(VENV)/bin/mypy $$f || exit 1; done
+
+pytest: venv
+	$(VENV)/bin/pytest
+
+validate: sam-venv
+	$(SAM_ENV) $(SAM) validate --lint
+
+build: sam-venv
+	$(SAM_ENV) $(SAM) build --parallel
+
+test: lint typecheck pytest validate build
+
+clean:
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache

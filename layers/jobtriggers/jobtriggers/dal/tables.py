@@ -1,0 +1,213 @@
+"""boto3 clients, item (de)serialisation, ClientError translation and opaque page tokens.
+
+boto3 finds a local DynamoDB through AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_DYNAMODB_STREAMS,
+so nothing here knows whether it talks to AWS or to the local runtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError
+from jobtriggers.settings import TableNames, table_names
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# Throttling and transient faults are retried by botocore (standard mode, jittered backoff);
+# what is left after that surfaces as RetryableStoreError.
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=3,
+    read_timeout=10,
+    max_pool_connections=64,
+)
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+@lru_cache(maxsize=1)
+def dynamodb() -> DynamoDBClient:
+    """One client per process (reused across Lambda invocations)."""
+    return boto3.client("dynamodb", config=_CONFIG)
+
+
+def reset_clients() -> None:
+    """Tests and the local runtime change endpoints; they call this after."""
+    dynamodb.cache_clear()
+
+
+def tables() -> TableNames:
+    return table_names()
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo_value(v) for v in value]
+    return value
+
+
+def _from_dynamo_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_from_dynamo_value(v) for v in value]
+    return value
+
+
+def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict (None values dropped) as a DynamoDB item."""
+    return {k: _serializer.serialize(_to_dynamo_value(v)) for k, v in data.items() if v is not None}
+
+
+def to_attr(value: Any) -> Any:
+    return _serializer.serialize(_to_dynamo_value(value))
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def raise_store_error(exc: Exception, action: str) -> NoReturn:
+    """Turn a boto error into a domain exception; callers handle ConditionalCheckFailed themselves."""
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if code in RETRYABLE_CODES:
+            raise RetryableStoreError(f"the store is busy ({code}) while trying to {action}; retry") from exc
+        raise JobTriggersError(f"store error {code} while trying to {action}") from exc
+    if isinstance(exc, BotoCoreError):
+        raise RetryableStoreError(f"the store could not be reached while trying to {action}; retry") from exc
+    raise exc
+
+
+# --------------------------------------------------------------------------- page tokens
+
+
+def encode_page_token(last_evaluated_key: Mapping[str, Any] | None, query_fingerprint: str) -> str | None:
+    """Opaque and stateless: the last key plus a fingerprint of the query it belongs to."""
+    if not last_evaluated_key:
+        return None
+    payload = {"k": dict(last_evaluated_key), "q": query_fingerprint}
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, query_fingerprint: str) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw)
+        key = payload["k"]
+        ok = isinstance(key, dict) and payload.get("q") == query_fingerprint
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadRequestError("page_token is not one this API issued; start again without it") from exc
+    if not ok:
+        raise BadRequestError(
+            "page_token belongs to a different query; repeat the same filters, or start without it"
+        )
+    return dict(key)
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def query_page(
+    *,
+    table: str,
+    key_condition: str,
+    values: Mapping[str, Any],
+    names: Mapping[str, str] | None = None,
+    index: str | None = None,
+    limit: int,
+    page_token: str | None,
+    forward: bool = True,
+    filter_expression: str | None = None,
+    action: str,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One Query page, with an opaque token for the next. Never a Scan."""
+    fp = fingerprint(table, index, key_condition, dict(values), filter_expression, forward)
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": key_condition,
+        "ExpressionAttributeValues": {k: to_attr(v) for k, v in values.items()},
+        "Limit": limit,
+        "ScanIndexForward": forward,
+    }
+    if names:
+        kwargs["ExpressionAttributeNames"] = dict(names)
+    if index:
+        kwargs["IndexName"] = index
+    if filter_expression:
+        kwargs["FilterExpression"] = filter_expression
+    start = decode_page_token(page_token, fp)
+    if start:
+        kwargs["ExclusiveStartKey"] = start
+    try:
+        resp = dynamodb().query(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise_store_error(exc, action)
+    items = [from_item(i) for i in resp.get("Items", [])]
+    return items, encode_page_token(resp.get("LastEvaluatedKey"), fp)
+
+
+def query_all(
+    *,
+    table: str,
+    key_condition: str,
+    values: Mapping[str, Any],
+    names: Mapping[str, str] | None = None,
+    index: str | None = None,
+    action: str,
+    page_size: int = 500,
+) -> list[dict[str, Any]]:
+    """Every item a Query matches (for small, bounded result sets such as a type's triggers)."""
+    out: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        items, token = query_page(
+            table=table,
+            key_condition=key_condition,
+            values=values,
+            names=names,
+            index=index,
+            limit=page_size,
+            page_token=token,
+            action=action,
+        )
+        out.extend(items)
+        if not token:
+            return out

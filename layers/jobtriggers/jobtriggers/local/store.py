@@ -1,0 +1,98 @@
+"""The embedded DynamoDB: moto's server on loopback, with the template's tables.
+
+boto3 reaches it over HTTP through AWS_ENDPOINT_URL_DYNAMODB and AWS_ENDPOINT_URL_DYNAMODB_STREAMS,
+exactly as production code reaches DynamoDB; nothing is patched in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from jobtriggers.dal.tables import reset_clients
+from jobtriggers.local.template import (
+    create_table_requests,
+    load_template,
+    table_environment,
+    table_names_for,
+)
+from jobtriggers.settings import reset_settings_cache
+
+LOCAL_REGION = "us-east-1"
+
+
+class PortInUseError(RuntimeError):
+    pass
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"{host}:{port} is already in use; stop whatever holds it or pick another port"
+            ) from exc
+
+
+@dataclass
+class EmbeddedDynamo:
+    """A running moto server and the endpoint boto3 should use."""
+
+    server: Any
+    endpoint: str
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
+    from moto.server import ThreadedMotoServer
+
+    # werkzeug logs every request at INFO; the runtime's own log is what people read.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    ensure_port_free(host, port)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    bound_host, bound_port = server.get_host_and_port()
+    return EmbeddedDynamo(server=server, endpoint=f"http://{bound_host}:{bound_port}")
+
+
+def point_boto3_at(endpoint: str) -> None:
+    """Set the environment boto3 reads, with dummy credentials (moto accepts any)."""
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] = endpoint
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    os.environ["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION)
+    reset_clients()
+
+
+def create_tables(prefix: str, template: dict[str, Any] | None = None) -> dict[str, str]:
+    """Create every table the template declares (named `{prefix}-{LogicalId}`); set the
+    environment variables that name them; return {ENV_VAR: table name}."""
+    template = template or load_template()
+    names = table_names_for(template, prefix)
+    client = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    for request in create_table_requests(template, names):
+        client.create_table(**request)
+    env = table_environment(template, names)
+    os.environ.update(env)
+    reset_settings_cache()
+    reset_clients()
+    return env
+
+
+def stream_arn(table_name: str) -> str:
+    client = boto3.client("dynamodb")
+    desc = client.describe_table(TableName=table_name)["Table"]
+    return str(desc["LatestStreamArn"])

@@ -1,0 +1,210 @@
+"""seed/: validate, diff and load the registry (object types, workflows, capabilities, triggers).
+
+The same code serves `jobtriggers seed check`, the CloudFormation seeder and the local runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from jobtriggers.errors import SeedError
+from jobtriggers.models import Capability, ObjectType, Trigger, Workflow
+
+# One human-edited file per kind, in this order (a trigger needs its type and workflow first).
+SEED_FILES: dict[str, str] = {
+    "object_type": "object_types.json",
+    "workflow": "workflows.json",
+    "capability": "capabilities.json",
+    "trigger": "triggers.json",
+}
+DOC_KEYS = {
+    "object_type": "object_types",
+    "workflow": "workflows",
+    "capability": "capabilities",
+    "trigger": "triggers",
+}
+MODELS: dict[str, type[BaseModel]] = {
+    "object_type": ObjectType,
+    "workflow": Workflow,
+    "capability": Capability,
+    "trigger": Trigger,
+}
+# Fields that ../shared/reference's extraction added to explain the data; not part of the registry.
+EXTRACTION_ONLY_FIELDS = frozenset(
+    {"workflow_defined", "object_type_defined", "generated_from_nmdc_schema", "description_intended"}
+)
+
+
+class Registry(BaseModel):
+    object_types: list[ObjectType]
+    workflows: list[Workflow]
+    capabilities: list[Capability]
+    triggers: list[Trigger]
+
+    def entries(self) -> dict[str, list[Any]]:
+        return {
+            "object_type": list(self.object_types),
+            "workflow": list(self.workflows),
+            "capability": list(self.capabilities),
+            "trigger": list(self.triggers),
+        }
+
+    def content_hash(self) -> str:
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{loc}: {err.get('msg')}" if loc else str(err.get("msg"))
+
+
+def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> Registry:
+    """Validate a whole registry; raise SeedError listing every problem found, not just the first."""
+    problems: list[str] = []
+    parsed: dict[str, list[Any]] = {}
+    for kind, key in DOC_KEYS.items():
+        raw = doc.get(key)
+        if not isinstance(raw, list):
+            problems.append(f"{source}: '{key}' must be a list of {kind.replace('_', ' ')}s")
+            parsed[kind] = []
+            continue
+        entries: list[Any] = []
+        ids: dict[str, int] = {}
+        for n, entry in enumerate(raw):
+            where = f"{source}: {key}[{n}]" + (f" ({entry.get('id')})" if isinstance(entry, dict) else "")
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: must be an object")
+                continue
+            clean = {k: v for k, v in entry.items() if k not in EXTRACTION_ONLY_FIELDS}
+            try:
+                model = MODELS[kind].model_validate(clean)
+            except ValidationError as exc:
+                problems += [f"{where}: {_describe(e)}" for e in exc.errors()]
+                continue
+            if model.id in ids:  # type: ignore[attr-defined]
+                problems.append(f"{where}: duplicate id '{model.id}' (first at index {ids[model.id]})")  # type: ignore[attr-defined]
+                continue
+            ids[model.id] = n  # type: ignore[attr-defined]
+            entries.append(model)
+        parsed[kind] = entries
+
+    type_ids = {o.id for o in parsed["object_type"]}
+    workflow_ids = {w.id for w in parsed["workflow"]}
+    capability_ids = {c.id for c in parsed["capability"]}
+    for t in parsed["trigger"]:
+        if t.object_type_id not in type_ids:
+            problems.append(
+                f"{source}: trigger '{t.id}' names object type '{t.object_type_id}', which is not defined"
+            )
+        if t.workflow_id not in workflow_ids:
+            problems.append(
+                f"{source}: trigger '{t.id}' names workflow '{t.workflow_id}', which is not defined"
+            )
+    for w in parsed["workflow"]:
+        for c in w.capability_ids:
+            if c not in capability_ids:
+                problems.append(f"{source}: workflow '{w.id}' needs capability '{c}', which is not defined")
+    if problems:
+        raise SeedError(problems)
+    return Registry(
+        object_types=parsed["object_type"],
+        workflows=parsed["workflow"],
+        capabilities=parsed["capability"],
+        triggers=parsed["trigger"],
+    )
+
+
+def load_seed_dir(path: str | Path) -> Registry:
+    """Read seed/ (one JSON file per kind) and validate it as one registry."""
+    root = Path(path)
+    doc: dict[str, Any] = {}
+    problems: list[str] = []
+    for kind, name in SEED_FILES.items():
+        file = root / name
+        try:
+            doc[DOC_KEYS[kind]] = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            problems.append(f"{file}: missing (seed/ needs {', '.join(SEED_FILES.values())})")
+        except json.JSONDecodeError as exc:
+            problems.append(f"{file}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+    if problems:
+        raise SeedError(problems)
+    return registry_from_document(doc, source=str(root))
+
+
+class RegistryWriter(Protocol):
+    def list_all(self, kind: str) -> list[Any]: ...
+    def put(self, kind: str, entry: BaseModel) -> None: ...
+    def delete(self, kind: str, entry_id: str) -> None: ...
+
+
+@dataclass
+class SeedDiff:
+    """What loading a registry changes, per kind: ids added, changed, removed, unchanged."""
+
+    added: dict[str, list[str]] = field(default_factory=dict)
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    new_triggers: list[Trigger] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+        }
+
+
+def diff_registry(registry: Registry, store: RegistryWriter) -> tuple[SeedDiff, dict[str, dict[str, Any]]]:
+    diff = SeedDiff()
+    current: dict[str, dict[str, Any]] = {}
+    for kind, wanted in registry.entries().items():
+        have = {e.id: e for e in store.list_all(kind)}
+        current[kind] = have
+        want = {e.id: e for e in wanted}
+        diff.added[kind] = sorted(set(want) - set(have))
+        diff.removed[kind] = sorted(set(have) - set(want))
+        diff.changed[kind] = sorted(i for i in set(want) & set(have) if want[i] != have[i])
+        diff.unchanged[kind] = len(set(want) & set(have)) - len(diff.changed[kind])
+    diff.new_triggers = [t for t in registry.triggers if t.id in set(diff.added["trigger"])]
+    return diff, current
+
+
+def apply_registry(
+    registry: Registry,
+    store: RegistryWriter,
+    progress: Callable[[str, str], None] | None = None,
+) -> SeedDiff:
+    """Upsert what seed/ has, delete what it no longer has. Jobs already made are left alone.
+
+    Order keeps references whole while it runs: types, workflows and capabilities before the
+    triggers that name them; obsolete triggers deleted before what they named.
+    """
+    diff, _ = diff_registry(registry, store)
+    entries = registry.entries()
+    by_id = {kind: {e.id: e for e in items} for kind, items in entries.items()}
+    for kind in ("object_type", "workflow", "capability", "trigger"):
+        for entry_id in diff.added[kind] + diff.changed[kind]:
+            store.put(kind, by_id[kind][entry_id])
+            if progress:
+                progress(kind, entry_id)
+    for kind in ("trigger", "capability", "workflow", "object_type"):
+        for entry_id in diff.removed[kind]:
+            store.delete(kind, entry_id)
+            if progress:
+                progress(kind, entry_id)
+    return diff
+
+
+def triggers_by_id(triggers: Iterable[Trigger]) -> dict[str, Trigger]:
+    return {t.id: t for t in triggers}

@@ -1,0 +1,146 @@
+"""From an object-type assignment to jobs: resolve the type's triggers, put one job per workflow.
+
+Every write is a conditional put on the job's key `workflow#object`, so a redelivered record, two
+types that trigger the same workflow, and a backfill racing the stream all end in one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from jobtriggers.dal.jobs import new_job_item
+from jobtriggers.dal.tables import from_item
+from jobtriggers.models import ObjectTypeAssignment, Trigger, iso, utcnow
+from jobtriggers.observability import logger, metrics
+
+
+class TriggerLookup(Protocol):
+    def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]: ...
+
+
+class JobWriter(Protocol):
+    def create_if_absent(self, item: dict[str, Any]) -> bool: ...
+
+
+class TaggedObjects(Protocol):
+    def objects_with_type(
+        self, object_type_id: str, limit: int, page_token: str | None
+    ) -> tuple[list[str], str | None]: ...
+
+
+@dataclass
+class Resolution:
+    """What one assignment produced: job ids created now, and job ids that already existed."""
+
+    created: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+
+    def merge(self, other: Resolution) -> None:
+        self.created += other.created
+        self.already_present += other.already_present
+
+
+def assignment_from_stream_record(record: Mapping[str, Any]) -> ObjectTypeAssignment | None:
+    """The assignment an INSERT record carries, or None for records we must not act on.
+
+    MODIFY (a rewrite of the same assignment) and REMOVE (a type taken away) create nothing; the
+    stream filter in template.yaml drops them already, but a filter is a hint, not a guarantee.
+    """
+    if record.get("eventName") != "INSERT":
+        return None
+    image = record.get("dynamodb", {}).get("NewImage")
+    if not image:
+        raise ValueError("INSERT record without NewImage: the stream must use NEW_AND_OLD_IMAGES")
+    return ObjectTypeAssignment.model_validate(from_item(image))
+
+
+class TriggerResolver:
+    """Turns assignments into jobs. Ports are injected so unit tests use in-memory fakes."""
+
+    def __init__(self, triggers: TriggerLookup, jobs: JobWriter, clock: Callable[[], Any] = utcnow) -> None:
+        self.triggers = triggers
+        self.jobs = jobs
+        self.clock = clock
+
+    def put_job(self, trigger: Trigger, object_id: str, tagged_at: str | None) -> tuple[str, bool]:
+        item = new_job_item(trigger.workflow_id, object_id, trigger.id, iso(self.clock()))
+        item["tagged_at"] = tagged_at
+        created = self.jobs.create_if_absent(item)
+        log = {"job_id": item["id"], "workflow_id": trigger.workflow_id, "object_id": object_id}
+        if created:
+            logger.info("job created", extra={**log, "trigger_id": trigger.id})
+        else:
+            logger.debug("job already present", extra=log)
+        return item["id"], created
+
+    def resolve(self, assignment: ObjectTypeAssignment) -> Resolution:
+        out = Resolution()
+        for trigger in self.triggers.triggers_for_object_type(assignment.object_type_id):
+            job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at)
+            (out.created if created else out.already_present).append(job_id)
+        return out
+
+    def handle_stream_record(self, record: Mapping[str, Any]) -> Resolution:
+        """One stream record: raises on failure so that the batch processor reports it alone."""
+        assignment = assignment_from_stream_record(record)
+        if assignment is None:
+            return Resolution()
+        logger.append_keys(object_id=assignment.object_id, object_type_id=assignment.object_type_id)
+        try:
+            out = self.resolve(assignment)
+        finally:
+            logger.remove_keys(["object_id", "object_type_id"])
+        record_resolution_metrics(out)
+        return out
+
+    def backfill(
+        self,
+        trigger: Trigger,
+        objects: TaggedObjects,
+        page_size: int = 500,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Resolution:
+        """Jobs for objects that carried the trigger's type before the trigger existed.
+
+        Reads the object-type index a page at a time (a Query, never a Scan); each put is
+        conditional, so running it twice, or beside the stream, makes nothing twice.
+        """
+        out = Resolution()
+        token: str | None = None
+        seen = 0
+        while True:
+            object_ids, token = objects.objects_with_type(trigger.object_type_id, page_size, token)
+            for object_id in object_ids:
+                job_id, created = self.put_job(trigger, object_id, None)
+                (out.created if created else out.already_present).append(job_id)
+            seen += len(object_ids)
+            if progress:
+                progress(seen, len(out.created))
+            if not token:
+                break
+        logger.info(
+            "backfill finished",
+            extra={"trigger_id": trigger.id, "objects": seen, "jobs_created": len(out.created)},
+        )
+        return out
+
+    def reconcile(self, triggers: Iterable[Trigger], objects: TaggedObjects) -> dict[str, Resolution]:
+        return {t.id: self.backfill(t, objects) for t in triggers}
+
+
+def record_resolution_metrics(out: Resolution) -> None:
+    if out.created:
+        metrics.add_metric(name="JobsCreated", unit=MetricUnit.Count, value=len(out.created))
+    if out.already_present:
+        metrics.add_metric(name="JobsAlreadyPresent", unit=MetricUnit.Count, value=len(out.already_present))
+
+
+def record_batch_metrics(response: Mapping[str, Any]) -> None:
+    failed = len(response.get("batchItemFailures", []))
+    if failed:
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
+        logger.warning("records failed; Lambda retries from the first", extra={"failed": failed})

@@ -1,0 +1,301 @@
+"""Pydantic models: the registry, objects and their types, jobs, operations, sites, API bodies.
+
+Shapes follow the NMDC Runtime's (nmdc_runtime/api/models) so that its sites feel at home; the
+fields this service adds (job status, leases, attempts) are additive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Ids reach DynamoDB keys and URLs. The registry's own ids include `schema#/definitions/Database`,
+# so `#` and `/` are allowed; control characters and whitespace at the ends are not.
+ID_MAX_LENGTH = 256
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,254}[^\s\x00-\x1f\x7f])?$"
+_ID_RE = re.compile(ID_PATTERN)
+# Objects are created over the API: their ids are DRS ids (as in the NMDC Runtime), a stricter set.
+DRS_ID_PATTERN = r"^[A-Za-z0-9._~:\-]{1,200}$"
+
+RegistryId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+DrsId = Annotated[str, Field(min_length=1, max_length=200, pattern=DRS_ID_PATTERN)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """One timestamp format everywhere: sortable as a string, millisecond precision, UTC `Z`."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def is_valid_id(value: str) -> bool:
+    return len(value) <= ID_MAX_LENGTH and bool(_ID_RE.match(value))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class ObjectType(_Model):
+    id: RegistryId
+    name: str = Field(min_length=1)
+    description: str | None = None
+    created_at: datetime
+
+
+class Workflow(_Model):
+    id: RegistryId
+    name: str = Field(min_length=1)
+    description: str | None = None
+    created_at: datetime
+    capability_ids: list[RegistryId] = Field(default_factory=list)
+    # How long one claim holds the job before another site may take it over.
+    lease_seconds: int | None = Field(default=None, ge=10, le=7 * 24 * 3600)
+    # How many claims may end in an error before the job is `failed` for good.
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+
+
+class Capability(_Model):
+    id: RegistryId
+    name: str = Field(min_length=1)
+    description: str | None = None
+    created_at: datetime
+
+
+class Trigger(_Model):
+    id: RegistryId
+    object_type_id: RegistryId
+    workflow_id: RegistryId
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _id_names_its_ends(self) -> Trigger:
+        expected = trigger_id(self.object_type_id, self.workflow_id)
+        if self.id != expected:
+            raise ValueError(
+                f"trigger id must be '{expected}' (object_type_id--workflow_id), not '{self.id}'"
+            )
+        return self
+
+
+def trigger_id(object_type_id: str, workflow_id: str) -> str:
+    return f"{object_type_id}--{workflow_id}"
+
+
+RegistryKind = Literal["object_type", "workflow", "capability", "trigger"]
+REGISTRY_MODELS: dict[str, type[_Model]] = {
+    "object_type": ObjectType,
+    "workflow": Workflow,
+    "capability": Capability,
+    "trigger": Trigger,
+}
+
+
+# --------------------------------------------------------------------------- objects (DRS)
+
+
+class AccessURL(_Model):
+    url: str = Field(min_length=1, max_length=2048)
+    headers: list[str] | None = None
+
+
+class AccessMethod(_Model):
+    access_id: str | None = Field(default=None, max_length=256)
+    access_url: AccessURL | None = None
+    region: str | None = Field(default=None, max_length=64)
+    type: Literal["s3", "gs", "ftp", "gsiftp", "globus", "htsget", "https", "file"] = "https"
+
+    @model_validator(mode="after")
+    def _access_id_or_url(self) -> AccessMethod:
+        if self.access_id is None and self.access_url is None:
+            raise ValueError("an access method needs access_url or access_id")
+        return self
+
+
+class Checksum(_Model):
+    checksum: str = Field(min_length=1, max_length=512)
+    type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+
+
+class ContentsObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    id: str | None = None
+    drs_uri: list[str] | None = None
+    contents: list[ContentsObject] | None = None
+
+
+class DrsObjectIn(_Model):
+    """The body of POST /objects (the NMDC Runtime's DrsObjectIn, plus an optional id)."""
+
+    id: DrsId | None = None
+    name: str | None = Field(default=None, max_length=512, pattern=r"^[A-Za-z0-9._\-]+$")
+    description: str | None = Field(default=None, max_length=10_000)
+    size: int = Field(ge=0, strict=True)
+    checksums: list[Checksum] = Field(min_length=1, max_length=16)
+    created_time: datetime
+    updated_time: datetime | None = None
+    access_methods: list[AccessMethod] | None = Field(default=None, max_length=32)
+    mime_type: str | None = Field(default="application/json", pattern=r"^\w+/[-+.\w]+$")
+    aliases: list[str] | None = Field(default=None, max_length=64)
+    version: str | None = Field(default=None, max_length=128)
+    contents: list[ContentsObject] | None = None
+
+    @model_validator(mode="after")
+    def _blob_needs_access(self) -> DrsObjectIn:
+        if self.contents is None and not self.access_methods:
+            raise ValueError("an object without contents is a single blob and needs access_methods")
+        return self
+
+    @field_validator("checksums")
+    @classmethod
+    def _unique_checksum_types(cls, value: list[Checksum]) -> list[Checksum]:
+        seen: set[tuple[str, str]] = set()
+        for c in value:
+            key = (c.type, c.checksum)
+            if key in seen:
+                raise ValueError(f"checksum {c.type}:{c.checksum} is listed twice")
+            seen.add(key)
+        return value
+
+
+class DrsObject(DrsObjectIn):
+    id: DrsId
+    self_uri: str
+    created_by: str | None = Field(default=None, description="the site that registered the object")
+    types: list[str] = Field(default_factory=list, description="ids of the object types assigned")
+
+
+class ObjectTypeAssignment(_Model):
+    """One object carrying one object type: one item of the object-type table, one stream record."""
+
+    object_id: str
+    object_type_id: str
+    assigned_at: str = Field(description="ISO timestamp written by the service")
+    assigned_by: str | None = None
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class JobStatus(StrEnum):
+    pending = "pending"
+    claimed = "claimed"
+    done = "done"
+    failed = "failed"
+
+
+def job_key(workflow_id: str, object_id: str) -> str:
+    """The jobs table's partition key: one job per (workflow, object), by construction."""
+    return f"{workflow_id}#{object_id}"
+
+
+def job_id_for(workflow_id: str, object_id: str) -> str:
+    """A deterministic, URL-safe, reversible id: base64url of the key, without padding."""
+    return base64.urlsafe_b64encode(job_key(workflow_id, object_id).encode()).decode().rstrip("=")
+
+
+def job_key_from_id(job_id: str) -> str | None:
+    """The key a job id stands for, or None when the id cannot be one of ours."""
+    if not job_id or len(job_id) > 700 or not re.fullmatch(r"[A-Za-z0-9_\-]+", job_id):
+        return None
+    try:
+        key = base64.urlsafe_b64decode(job_id + "=" * (-len(job_id) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if "#" not in key or job_id_for(*key.split("#", 1)) != job_id:
+        return None
+    return key
+
+
+class WorkflowRef(BaseModel):
+    id: str
+
+
+class JobConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object_id: str
+
+
+class ClaimRef(BaseModel):
+    op_id: str
+    site_id: str
+
+
+class Job(BaseModel):
+    """A job as the API serves it: the NMDC Runtime's shape plus status, leases and attempts."""
+
+    id: str
+    workflow: WorkflowRef
+    config: JobConfig
+    created_at: str
+    status: JobStatus = JobStatus.pending
+    trigger_id: str | None = None
+    claims: list[ClaimRef] = Field(default_factory=list)
+    attempts: int = 0
+    site_id: str | None = Field(default=None, description="the site holding (or last holding) the job")
+    operation_id: str | None = Field(default=None, description="the live or last operation")
+    lease_expires_at: str | None = None
+    result: Any = None
+    updated_at: str | None = None
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class OperationError(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class Operation(BaseModel):
+    """The NMDC Runtime's Operation: `metadata.job` is the job, as it was when claimed."""
+
+    id: str
+    done: bool = False
+    expire_time: str
+    result: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ListResponse(BaseModel):
+    resources: list[Any]
+    next_page_token: str | None = None
+
+
+# --------------------------------------------------------------------------- sites
+
+
+class Site(BaseModel):
+    id: str
+    capability_ids: list[str] = Field(default_factory=list)
+    client_id: str
+    created_at: str
+    credential_version: int = 1
+
+
+class SiteCredentials(BaseModel):
+    """Printed once by `jobtriggers sites create`; only a salted hash of the secret is stored."""
+
+    site_id: str
+    client_id: str
+    client_secret: str
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    expires: dict[str, int]

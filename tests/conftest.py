@@ -1,0 +1,55 @@
+"""Shared fixtures: one moto DynamoDB server on loopback for the session, fresh tables per test.
+
+Data-access code is tested over HTTP against the server, as it runs in production.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "jobtriggers")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "JobTriggers")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# Nothing in a test may reach a real AWS account, whatever the machine has configured.
+for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(var, None)
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_DIR = ROOT / "seed"
+REFERENCE_REGISTRY = ROOT.parent / "shared" / "reference" / "nmdc-boot-registry.json"
+
+
+@pytest.fixture(scope="session")
+def dynamo_endpoint() -> Iterator[str]:
+    from jobtriggers.local.store import point_boto3_at, start_embedded_dynamo
+
+    dynamo = start_embedded_dynamo()
+    point_boto3_at(dynamo.endpoint)
+    yield dynamo.endpoint
+    dynamo.stop()
+
+
+@pytest.fixture
+def tables(dynamo_endpoint: str) -> dict[str, str]:
+    """Fresh tables for one test, created from template.yaml; the env names them."""
+    from jobtriggers.local.store import create_tables, point_boto3_at
+
+    point_boto3_at(dynamo_endpoint)
+    return create_tables(f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def seeded_tables(tables: dict[str, str]) -> dict[str, str]:
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.logic.seed import apply_registry, load_seed_dir
+
+    apply_registry(load_seed_dir(SEED_DIR), RegistryRepository())
+    return tables
