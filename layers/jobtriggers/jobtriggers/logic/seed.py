@@ -208,3 +208,43 @@ def apply_registry(
 
 def triggers_by_id(triggers: Iterable[Trigger]) -> dict[str, Trigger]:
     return {t.id: t for t in triggers}
+
+
+@dataclass
+class SyncReport:
+    """What one seed load did: the registry diff and the jobs backfill made per new trigger."""
+
+    diff: SeedDiff
+    backfilled: dict[str, int] = field(default_factory=dict)
+    content_hash: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.diff.summary(), "backfilled_jobs": self.backfilled, "content_hash": self.content_hash}
+
+
+class Backfiller(Protocol):
+    def backfill(self, trigger: Trigger, objects: Any, page_size: int = ..., progress: Any = ...) -> Any: ...
+
+
+def sync_registry(
+    registry: Registry,
+    store: RegistryWriter,
+    resolver: Backfiller,
+    objects: Any,
+    progress: Callable[[str, str], None] | None = None,
+) -> SyncReport:
+    """Load a registry as `sam deploy` does: upsert, delete what is gone, backfill new triggers.
+
+    Triggers whose content changed are backfilled too (a trigger re-pointed at another type is a
+    new link); backfill is conditional puts, so a repeat costs reads but makes nothing twice.
+    """
+    diff = apply_registry(registry, store, progress)
+    report = SyncReport(diff=diff, content_hash=registry.content_hash())
+    to_backfill = set(diff.added["trigger"]) | set(diff.changed["trigger"])
+    for trigger in registry.triggers:
+        if trigger.id in to_backfill:
+            result = resolver.backfill(trigger, objects)
+            report.backfilled[trigger.id] = len(result.created)
+            if progress:
+                progress("backfill", trigger.id)
+    return report

@@ -1,0 +1,24 @@
+"""Seeder: the RegistrySeed custom resource loads seed/ (the SeedDataLayer, under /opt) on deploy."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.jobs import JobRepository
+from jobtriggers.dal.registry import RegistryRepository
+from jobtriggers.logic.deploy import handle_seed_event
+from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.observability import logger
+
+SEED_DIR = Path(os.environ.get("SEED_DIR", "/opt"))
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    registry = RegistryRepository()
+    return handle_seed_event(
+        event, SEED_DIR, registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()
+    )

@@ -1,0 +1,22 @@
+"""The `jobtriggers` command: operators (seed, sites, reconcile, local) and people at sites (site ...).
+
+Each group lives in its own module; this one only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from jobtriggers.cli import local, seed, site, sites
+
+app = typer.Typer(
+    name="jobtriggers",
+    help="Workflow-job triggering for the NMDC Runtime: registry, sites, jobs and the local runtime.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+app.add_typer(seed.app, name="seed")
+app.add_typer(sites.app, name="sites")
+app.add_typer(site.app, name="site")
+app.command("reconcile")(seed.reconcile)
+app.command("local")(local.local)

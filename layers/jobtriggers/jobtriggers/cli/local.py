@@ -1,0 +1,10 @@
+"""Placeholder until its commands land (see cli/__init__.py)."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def local() -> None:
+    """Start the local runtime (not built yet)."""
+    raise typer.Exit(1)

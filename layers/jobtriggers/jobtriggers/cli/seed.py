@@ -1,0 +1,209 @@
+"""`jobtriggers seed ...` and `jobtriggers reconcile`: the registry in seed/, and repairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from jobtriggers.cli.common import (
+    EndpointOption,
+    JsonOption,
+    StackOption,
+    configure_store,
+    console,
+    fail,
+    fail_from,
+    print_json,
+    print_table,
+)
+from jobtriggers.errors import JobTriggersError, SeedError
+
+app = typer.Typer(no_args_is_help=True, help="Validate, compare and load the registry in seed/.")
+
+SeedPath = typer.Argument(
+    Path("seed"), help="seed/ directory (one JSON file per kind) or one registry JSON document"
+)
+
+
+def _load(path: Path) -> Any:
+    from jobtriggers.logic.seed import load_seed_dir, registry_from_document
+
+    if path.is_dir():
+        return load_seed_dir(path)
+    if not path.exists():
+        fail(f"{path} does not exist")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SeedError([f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}"]) from exc
+    if not isinstance(doc, dict):
+        raise SeedError([f"{path}: a registry document is an object with object_types, workflows, ..."])
+    return registry_from_document(doc, source=str(path))
+
+
+@app.command("check")
+def check(path: Path = SeedPath, as_json: bool = JsonOption) -> None:
+    """Validate seed/: unique ids, required fields, every trigger naming a defined type and workflow."""
+    try:
+        registry = _load(path)
+    except SeedError as exc:
+        if as_json:
+            print_json({"valid": False, "problems": exc.detail})
+            raise typer.Exit(1) from exc
+        fail_from(exc)
+    counts = {k: len(v) for k, v in registry.entries().items()}
+    if as_json:
+        print_json({"valid": True, "counts": counts, "content_hash": registry.content_hash()})
+        return
+    print_table(
+        [{"object type": t.object_type_id, "workflow": t.workflow_id} for t in registry.triggers],
+        ["object type", "workflow"],
+        title=f"{path}: {len(registry.triggers)} triggers",
+    )
+    console.print(
+        f"[green]valid[/green]: {counts['object_type']} object types, {counts['workflow']} workflows, "
+        f"{counts['capability']} capabilities, {counts['trigger']} triggers "
+        f"(content hash {registry.content_hash()[:12]})"
+    )
+
+
+@app.command("diff")
+def diff(
+    path: Path = SeedPath,
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """What `seed load` (or the next `sam deploy`) would change in the registry tables."""
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.logic.seed import diff_registry
+
+    configure_store(endpoint_url, stack)
+    try:
+        registry = _load(path)
+        changes, _ = diff_registry(registry, RegistryRepository())
+    except JobTriggersError as exc:
+        fail_from(exc)
+    summary = changes.summary()
+    if as_json:
+        print_json(summary)
+        return
+    rows = [
+        {
+            "kind": kind,
+            "added": ", ".join(summary["added"][kind]),
+            "changed": ", ".join(summary["changed"][kind]),
+            "removed": ", ".join(summary["removed"][kind]),
+            "unchanged": summary["unchanged"][kind],
+        }
+        for kind in summary["added"]
+    ]
+    print_table(rows, ["kind", "added", "changed", "removed", "unchanged"], title="registry changes")
+
+
+@app.command("load")
+def load(
+    path: Path = SeedPath,
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Load seed/ into the registry as a deploy does: upsert, delete what is gone, backfill new triggers."""
+    from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.jobs import JobRepository
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.logic.seed import sync_registry
+    from jobtriggers.logic.triggering import TriggerResolver
+
+    configure_store(endpoint_url, stack)
+    registry = RegistryRepository()
+    try:
+        wanted = _load(path)
+        with _progress(as_json) as progress:
+            task = progress.add_task("loading", total=None)
+
+            def tick(kind: str, entry_id: str) -> None:
+                progress.update(task, advance=1, description=f"{kind} {entry_id}")
+
+            report = sync_registry(
+                wanted, registry, TriggerResolver(registry, JobRepository()), AssignmentRepository(), tick
+            )
+    except JobTriggersError as exc:
+        fail_from(exc)
+    if as_json:
+        print_json(report.summary())
+        return
+    summary = report.summary()
+    for key in ("added", "changed", "removed"):
+        n = sum(len(v) for v in summary[key].values())
+        console.print(f"{key}: {n}")
+    console.print(
+        f"jobs backfilled: {sum(report.backfilled.values())} ({report.backfilled or 'no new triggers'})"
+    )
+
+
+def reconcile(
+    trigger: list[str] = typer.Option(None, "--trigger", help="Only these trigger ids (repeatable)"),
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Make sure every object carrying a triggered type has its jobs (conditional puts: safe to repeat).
+
+    The way back from stream dead letters: their records carry only shard and sequence numbers,
+    so the object-type table, read through its type index, is the truth to reconcile from.
+    """
+    from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.jobs import JobRepository
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.logic.triggering import TriggerResolver
+
+    configure_store(endpoint_url, stack)
+    registry = RegistryRepository()
+    resolver = TriggerResolver(registry, JobRepository())
+    try:
+        triggers = registry.list_all("trigger")
+        if trigger:
+            unknown = sorted(set(trigger) - {t.id for t in triggers})
+            if unknown:
+                fail(f"no such trigger: {', '.join(unknown)} (see GET /triggers)")
+            triggers = [t for t in triggers if t.id in set(trigger)]
+        rows = []
+        with _progress(as_json) as progress:
+            for t in triggers:
+                task = progress.add_task(t.id, total=None)
+
+                def tick(seen: int, created: int, task: Any = task, tid: str = t.id) -> None:
+                    progress.update(
+                        task, completed=seen, description=f"{tid}: {seen} objects, {created} new jobs"
+                    )
+
+                result = resolver.backfill(t, AssignmentRepository(), progress=tick)
+                rows.append(
+                    {
+                        "trigger": t.id,
+                        "jobs created": len(result.created),
+                        "already present": len(result.already_present),
+                    }
+                )
+    except JobTriggersError as exc:
+        fail_from(exc)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["trigger", "jobs created", "already present"], title="reconcile")
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
