@@ -24,6 +24,8 @@ _ID_RE = re.compile(ID_PATTERN)
 DRS_ID_PATTERN = r"^[A-Za-z0-9._~:\-]{1,200}$"
 
 RegistryId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+WORKFLOW_ID_PATTERN = ID_PATTERN.replace("[^", "[^#")
+WorkflowId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=WORKFLOW_ID_PATTERN)]
 DrsId = Annotated[str, Field(min_length=1, max_length=200, pattern=DRS_ID_PATTERN)]
 
 
@@ -55,7 +57,9 @@ class ObjectType(_Model):
 
 
 class Workflow(_Model):
-    id: RegistryId
+    # No `#` in a workflow id: it is the left half of the job key `{workflow_id}#{object_id}`,
+    # which must split one way only.
+    id: WorkflowId
     name: str = Field(min_length=1)
     description: str | None = None
     created_at: datetime
@@ -76,7 +80,7 @@ class Capability(_Model):
 class Trigger(_Model):
     id: RegistryId
     object_type_id: RegistryId
-    workflow_id: RegistryId
+    workflow_id: WorkflowId
     created_at: datetime
 
     @model_validator(mode="after")
