@@ -115,7 +115,7 @@ def test_insert_without_new_image_is_an_error_not_silence() -> None:
 
 
 def test_backfill_pages_through_every_tagged_object(resolver: tuple[TriggerResolver, FakeJobs]) -> None:
-    r, jobs = resolver
+    r, _jobs = resolver
     objects = FakeObjects({"t1": [f"o{i}" for i in range(11)]})
     seen: list[int] = []
     out = r.backfill(_trigger("t1", "w9"), objects, page_size=4, progress=lambda s, c: seen.append(s))
