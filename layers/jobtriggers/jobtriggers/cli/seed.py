@@ -160,38 +160,34 @@ def reconcile(
     from jobtriggers.dal.assignments import AssignmentRepository
     from jobtriggers.dal.jobs import JobRepository
     from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.logic.reconcile import reconcile_triggers, select_triggers
     from jobtriggers.logic.triggering import TriggerResolver
 
     configure_store(endpoint_url, stack)
     registry = RegistryRepository()
-    resolver = TriggerResolver(registry, JobRepository())
     try:
-        triggers = registry.list_all("trigger")
-        if trigger:
-            unknown = sorted(set(trigger) - {t.id for t in triggers})
-            if unknown:
-                fail(f"no such trigger: {', '.join(unknown)} (see GET /triggers)")
-            triggers = [t for t in triggers if t.id in set(trigger)]
-        rows = []
+        triggers = select_triggers(registry, trigger)
         with _progress(as_json) as progress:
-            for t in triggers:
+
+            def per_trigger(t: Any) -> Any:
                 task = progress.add_task(t.id, total=None)
 
-                def tick(seen: int, created: int, task: Any = task, tid: str = t.id) -> None:
+                def tick(seen: int, created: int) -> None:
                     progress.update(
-                        task, completed=seen, description=f"{tid}: {seen} objects, {created} new jobs"
+                        task, completed=seen, description=f"{t.id}: {seen} objects, {created} new jobs"
                     )
 
-                result = resolver.backfill(t, AssignmentRepository(), progress=tick)
-                rows.append(
-                    {
-                        "trigger": t.id,
-                        "jobs created": len(result.created),
-                        "already present": len(result.already_present),
-                    }
-                )
+                return tick
+
+            results = reconcile_triggers(
+                triggers, TriggerResolver(registry, JobRepository()), AssignmentRepository(), per_trigger
+            )
     except JobTriggersError as exc:
         fail_from(exc)
+    rows = [
+        {"trigger": r.trigger_id, "jobs created": r.created, "already present": r.already_present}
+        for r in results
+    ]
     if as_json:
         print_json(rows)
     else:

@@ -1,0 +1,22 @@
+"""Reconciler: on an EventBridge schedule (off by default), make sure every tagged object has its jobs."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.jobs import JobRepository
+from jobtriggers.dal.registry import RegistryRepository
+from jobtriggers.logic.reconcile import reconcile_everything
+from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.observability import logger, metrics, tracer
+
+registry = RegistryRepository()
+resolver = TriggerResolver(registry, JobRepository())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return reconcile_everything(registry, resolver, AssignmentRepository())
