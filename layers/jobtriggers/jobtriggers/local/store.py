@@ -55,13 +55,48 @@ class EmbeddedDynamo:
         self.server.stop()
 
 
-def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
-    from moto.server import ThreadedMotoServer
+def _serialized_moto_server(host: str, port: int) -> Any:
+    """moto's ThreadedMotoServer, with one request at a time inside the backend.
 
+    moto checks a condition and then writes in separate steps, and a transaction snapshots and
+    restores whole tables, all without a lock: two concurrent conditional writes can both pass,
+    and a cancelled transaction can undo another request's write. DynamoDB applies each write
+    atomically; a lock around every request gives moto that guarantee (claims depend on it).
+    """
+    import threading
+
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class SerializedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def serialized(environ: Any, start_response: Any) -> Any:
+                with lock:
+                    # Flask builds the whole response inside the call; the body is a ready list.
+                    return list(app(environ, start_response))
+
+            self._server = make_server(
+                self._ip_address, self._port, serialized, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerializedMotoServer(ip_address=host, port=port, verbose=False)
+
+
+def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
     # werkzeug logs every request at INFO; the runtime's own log is what people read.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_port_free(host, port)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = _serialized_moto_server(host, port)
     server.start()
     bound_host, bound_port = server.get_host_and_port()
     return EmbeddedDynamo(server=server, endpoint=f"http://{bound_host}:{bound_port}")
