@@ -1,5 +1,168 @@
-"""Placeholder until its commands land (see cli/__init__.py)."""
+"""`jobtriggers sites ...`: operators create sites and manage their credentials (AWS access, not HTTP).
+
+A client secret is printed once, by `create` and `rotate-secret`, and stored only as a salted hash.
+Secrets never come in on the command line and are never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from jobtriggers.cli.common import (
+    EndpointOption,
+    JsonOption,
+    StackOption,
+    configure_store,
+    console,
+    err_console,
+    fail_from,
+    print_json,
+    print_table,
+)
+from jobtriggers.errors import JobTriggersError
+from jobtriggers.models import Site, SiteCredentials
+
+app = typer.Typer(no_args_is_help=True, help="Create sites, rotate their secrets, list and delete them.")
+
+SiteIdArgument = typer.Argument(..., help="The site's id, e.g. nersc (letters, digits, '.', '_', '-')")
+
+
+def _site_row(site: Site) -> dict[str, Any]:
+    return {
+        "site_id": site.id,
+        "client_id": site.client_id,
+        "capabilities": ", ".join(site.capability_ids),
+        "created_at": site.created_at,
+        "credential_version": site.credential_version,
+    }
+
+
+def _show_credentials(creds: SiteCredentials, as_json: bool, what: str) -> None:
+    if as_json:
+        print_json(creds.model_dump())
+        return
+    print_table([creds.model_dump()], ["site_id", "client_id", "client_secret"], title=what)
+    err_console.print(
+        "[yellow]The client secret is shown only now; only a hash of it is stored.[/yellow] "
+        "Give it to the site over a secure channel."
+    )
+
+
+@app.command("create")
+def create(
+    site_id: str = SiteIdArgument,
+    capability: list[str] = typer.Option(
+        [],
+        "--capability",
+        "-c",
+        help="A capability the site has (repeat for more); see seed/capabilities.json",
+    ),
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a site and print its client id and secret (once)."""
+    configure_store(endpoint_url, stack)
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers.logic.sites import create_site
+
+    try:
+        creds = create_site(SiteRepository(), RegistryRepository(), site_id, capability)
+    except JobTriggersError as exc:
+        fail_from(exc)
+    _show_credentials(creds, as_json, f"site {site_id} created")
+
+
+@app.command("rotate-secret")
+def rotate(
+    site_id: str = SiteIdArgument,
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Give a site a new client secret; its old secret and every token issued under it stop working."""
+    configure_store(endpoint_url, stack)
+    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers.logic.sites import rotate_secret
+
+    try:
+        creds = rotate_secret(SiteRepository(), site_id)
+    except JobTriggersError as exc:
+        fail_from(exc)
+    _show_credentials(creds, as_json, f"new secret for site {site_id}")
+
+
+@app.command("list")
+def list_sites(
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List sites (never their secrets)."""
+    configure_store(endpoint_url, stack)
+    from jobtriggers.dal.sites import SiteRepository
+
+    try:
+        sites = SiteRepository().list_sites()
+    except JobTriggersError as exc:
+        fail_from(exc)
+    if as_json:
+        print_json([s.model_dump() for s in sites])
+        return
+    print_table(
+        [_site_row(s) for s in sites],
+        ["site_id", "client_id", "capabilities", "created_at", "credential_version"],
+        title="sites",
+    )
+
+
+@app.command("show")
+def show(
+    site_id: str = SiteIdArgument,
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one site."""
+    configure_store(endpoint_url, stack)
+    from jobtriggers.dal.sites import SiteRepository
+
+    try:
+        site = SiteRepository().require_site(site_id)
+    except JobTriggersError as exc:
+        fail_from(exc)
+    if as_json:
+        print_json(site.model_dump())
+        return
+    print_table(
+        [_site_row(site)],
+        ["site_id", "client_id", "capabilities", "created_at", "credential_version"],
+        title=f"site {site_id}",
+    )
+
+
+@app.command("delete")
+def delete(
+    site_id: str = SiteIdArgument,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Delete a site and its credentials; its tokens stop working at once (jobs and operations stay)."""
+    if not yes and not typer.confirm(f"Delete site {site_id} and its credentials?"):
+        raise typer.Exit(1)
+    configure_store(endpoint_url, stack)
+    from jobtriggers.dal.sites import SiteRepository
+
+    try:
+        site = SiteRepository().delete(site_id)
+    except JobTriggersError as exc:
+        fail_from(exc)
+    if as_json:
+        print_json({"deleted": site.id})
+    else:
+        console.print(f"site [bold]{site.id}[/bold] deleted")

@@ -1,0 +1,14 @@
+"""AuthorizerFunction: API Gateway's TOKEN authorizer; a valid site token -> Allow with {site_id}."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from jobtriggers.api.auth import authorize
+from jobtriggers.observability import logger, tracer
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return authorize(event)

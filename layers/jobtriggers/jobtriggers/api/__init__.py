@@ -1,0 +1,1 @@
+"""The sites' HTTP API: Powertools resolvers, routes, the error mapping and request authentication."""

@@ -1,0 +1,188 @@
+"""The sites table: `site#<site_id>` items (the site) and `client#<client_id>` items (its hashed
+credentials), always written together in one transaction.
+
+`credential_version` lives on both: tokens carry it, the authorizer compares it with the site's,
+and a rotation bumps both at once (conditional on the version it read, so two rotations never
+interleave).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobtriggers.dal.tables import (
+    dynamodb,
+    error_code,
+    from_item,
+    raise_store_error,
+    tables,
+    to_attr,
+    to_item,
+)
+from jobtriggers.errors import ConflictError, NotFoundError
+from jobtriggers.logic.tokens import ClientRecord
+from jobtriggers.models import Site, iso, utcnow
+
+
+def site_key(site_id: str) -> dict[str, Any]:
+    return to_item({"pk": f"site#{site_id}"})
+
+
+def client_key(client_id: str) -> dict[str, Any]:
+    return to_item({"pk": f"client#{client_id}"})
+
+
+def _cancellation_codes(exc: ClientError) -> list[str | None]:
+    return [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+
+
+class SiteRepository:
+    def __init__(self, table_name: str | None = None) -> None:
+        self.table = table_name or tables().sites_table
+
+    def create(self, site: Site, client: ClientRecord) -> None:
+        site_item = {"pk": f"site#{site.id}", "kind": "site", **site.model_dump()}
+        client_item = {
+            "pk": f"client#{client.client_id}",
+            "kind": "client",
+            "client_id": client.client_id,
+            "site_id": client.site_id,
+            "secret_hash": client.secret_hash,
+            "credential_version": client.credential_version,
+            "created_at": site.created_at,
+        }
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            for item in (site_item, client_item)
+        ]
+        try:
+            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                codes = _cancellation_codes(exc)
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    raise ConflictError(
+                        f"site '{site.id}' already exists; use `jobtriggers sites rotate-secret {site.id}` "
+                        "for new credentials"
+                    ) from exc
+                if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                    raise ConflictError(
+                        "a client id collided (very unlikely); run the command again"
+                    ) from exc
+            raise_store_error(exc, f"create site {site.id}")
+        except BotoCoreError as exc:
+            raise_store_error(exc, f"create site {site.id}")
+
+    def get_site(self, site_id: str) -> Site | None:
+        # Strongly consistent: a deleted site or rotated secret must lose access at once.
+        try:
+            resp = dynamodb().get_item(TableName=self.table, Key=site_key(site_id), ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise_store_error(exc, f"read site {site_id}")
+        if "Item" not in resp:
+            return None
+        item = from_item(resp["Item"])
+        return Site.model_validate({k: v for k, v in item.items() if k in Site.model_fields})
+
+    def require_site(self, site_id: str) -> Site:
+        site = self.get_site(site_id)
+        if site is None:
+            raise NotFoundError(f"site '{site_id}' does not exist")
+        return site
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        try:
+            resp = dynamodb().get_item(TableName=self.table, Key=client_key(client_id), ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise_store_error(exc, "read client credentials")
+        if "Item" not in resp:
+            return None
+        item = from_item(resp["Item"])
+        return ClientRecord(
+            client_id=item["client_id"],
+            site_id=item["site_id"],
+            secret_hash=item["secret_hash"],
+            credential_version=int(item["credential_version"]),
+        )
+
+    def rotate(self, site: Site, secret_hash: dict[str, Any]) -> Site:
+        """Store a new secret hash and bump the credential version, if nobody rotated meanwhile."""
+        new_version = site.credential_version + 1
+        values = {":old": to_attr(site.credential_version), ":new": to_attr(new_version)}
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": site_key(site.id),
+                    "UpdateExpression": "SET credential_version = :new, rotated_at = :now",
+                    "ConditionExpression": "credential_version = :old",
+                    "ExpressionAttributeValues": {**values, ":now": to_attr(iso(utcnow()))},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": client_key(site.client_id),
+                    "UpdateExpression": "SET credential_version = :new, secret_hash = :h",
+                    "ConditionExpression": "credential_version = :old AND site_id = :s",
+                    "ExpressionAttributeValues": {
+                        **values,
+                        ":h": to_attr(secret_hash),
+                        ":s": to_attr(site.id),
+                    },
+                }
+            },
+        ]
+        try:
+            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                raise ConflictError(
+                    f"the credentials of site '{site.id}' changed meanwhile (another rotation or a "
+                    "delete); run the command again"
+                ) from exc
+            raise_store_error(exc, f"rotate the secret of site {site.id}")
+        except BotoCoreError as exc:
+            raise_store_error(exc, f"rotate the secret of site {site.id}")
+        return site.model_copy(update={"credential_version": new_version})
+
+    def delete(self, site_id: str) -> Site:
+        site = self.require_site(site_id)
+        actions: list[dict[str, Any]] = [
+            {"Delete": {"TableName": self.table, "Key": site_key(site_id)}},
+            {"Delete": {"TableName": self.table, "Key": client_key(site.client_id)}},
+        ]
+        try:
+            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as exc:
+            raise_store_error(exc, f"delete site {site_id}")
+        return site
+
+    def list_sites(self) -> list[Site]:
+        """Every site. An operator's command, not a request path: the table is small and has no
+        index to Query, so this Scans it (sites only, a page at a time)."""
+        sites: list[Site] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": to_attr("site#")},
+        }
+        while True:
+            try:
+                resp = dynamodb().scan(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise_store_error(exc, "list sites")
+            for raw in resp.get("Items", []):
+                item = from_item(raw)
+                sites.append(Site.model_validate({k: v for k, v in item.items() if k in Site.model_fields}))
+            if not resp.get("LastEvaluatedKey"):
+                return sorted(sites, key=lambda s: s.id)
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

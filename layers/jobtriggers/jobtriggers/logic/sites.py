@@ -1,0 +1,70 @@
+"""Operator actions on sites: create one (credentials shown once), rotate its secret, delete it.
+
+Sites are created with AWS access (the CLI), never over HTTP. Only a salted hash of a secret is
+stored; the plain secret exists in the return value of these functions and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from jobtriggers.errors import NotFoundError, ValidationFailed
+from jobtriggers.logic.tokens import ClientRecord, hash_secret, new_client_id, new_client_secret
+from jobtriggers.models import Site, SiteCredentials, iso, utcnow
+
+# Site ids end up in keys such as `site_done` = "{site}#{done}" and in URLs: no `#`, `/` or spaces.
+SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+
+
+class SiteStore(Protocol):
+    def create(self, site: Site, client: ClientRecord) -> None: ...
+
+    def get_site(self, site_id: str) -> Site | None: ...
+
+    def rotate(self, site: Site, secret_hash: dict[str, Any]) -> Site: ...
+
+
+class CapabilityLookup(Protocol):
+    def existing_ids(self, kind: str, ids: list[str]) -> set[str]: ...
+
+
+def check_site_id(site_id: str) -> None:
+    if not SITE_ID_RE.match(site_id):
+        raise ValidationFailed(
+            f"site id '{site_id}' must be 1-100 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit",
+            loc=["site_id"],
+        )
+
+
+def create_site(
+    store: SiteStore, registry: CapabilityLookup, site_id: str, capability_ids: list[str]
+) -> SiteCredentials:
+    check_site_id(site_id)
+    capabilities = sorted(set(capability_ids))
+    unknown = sorted(set(capabilities) - registry.existing_ids("capability", capabilities))
+    if unknown:
+        raise ValidationFailed(f"unknown capability ids: {', '.join(unknown)}", loc=["capability_ids"])
+    client_id, secret = new_client_id(), new_client_secret()
+    site = Site(id=site_id, capability_ids=capabilities, client_id=client_id, created_at=iso(utcnow()))
+    store.create(
+        site,
+        ClientRecord(
+            client_id=client_id,
+            site_id=site_id,
+            secret_hash=hash_secret(secret),
+            credential_version=site.credential_version,
+        ),
+    )
+    return SiteCredentials(site_id=site_id, client_id=client_id, client_secret=secret)
+
+
+def rotate_secret(store: SiteStore, site_id: str) -> SiteCredentials:
+    """A new secret for the same client id; tokens issued under the old one stop working."""
+    site = store.get_site(site_id)
+    if site is None:
+        raise NotFoundError(f"site '{site_id}' does not exist")
+    secret = new_client_secret()
+    store.rotate(site, hash_secret(secret))
+    return SiteCredentials(site_id=site_id, client_id=site.client_id, client_secret=secret)
