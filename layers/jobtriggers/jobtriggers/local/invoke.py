@@ -1,9 +1,11 @@
-"""Running a function's handler in this process as Lambda would: loaded by file path, one request per
-container at a time, with a Lambda-shaped context.
+"""Running a function's handler in this process as Lambda would: loaded by file path, lazily, with a
+Lambda-shaped context.
 
 Each function's `functions/<CodeUri>/app.py` is imported with importlib from its file (never via
-sys.path), under a unique module name, so every "container" gets its own module globals (Powertools
-resolvers keep the current event on the app object and must not serve two requests at once).
+sys.path) under a unique module name. On AWS every invocation has a process to itself; here all
+functions share the package's singletons (the API resolver keeps the current event on its app
+object; Powertools' Logger keys and Metrics are process-wide), so invocations run one at a time.
+Races between writers are tested where they really happen: the data layer against moto.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def load_handler(path: Path, attr: str = "lambda_handler", label: str = "fn") ->
 
 
 class FunctionPool:
-    """Warm "containers" per function, loaded lazily; a container serves one request at a time."""
+    """One warm "container" per function, loaded on first use; one invocation at a time."""
 
     def __init__(
         self,
@@ -91,28 +93,21 @@ class FunctionPool:
         self.root = root
         self.name_prefix = name_prefix
         self.timeouts = timeouts or {}
-        self._idle: dict[str, list[Handler]] = {}
-        self._lock = threading.Lock()
-
-    def _checkout(self, function: str) -> Handler:
-        with self._lock:
-            idle = self._idle.setdefault(function, [])
-            if idle:
-                return idle.pop()
-        spec = self.functions.get(function)
-        if spec is None:
-            raise FunctionNotAvailable(f"template.yaml has no function {function}")
-        path, attr = handler_path(self.root, spec)
-        return load_handler(path, attr, label=function)
+        self._loaded: dict[str, Handler] = {}
+        self._lock = threading.RLock()
 
     @contextmanager
     def container(self, function: str) -> Iterator[Handler]:
-        handler = self._checkout(function)
-        try:
+        """The function's handler, loaded if needed, held exclusively while the block runs."""
+        with self._lock:
+            handler = self._loaded.get(function)
+            if handler is None:
+                spec = self.functions.get(function)
+                if spec is None:
+                    raise FunctionNotAvailable(f"template.yaml has no function {function}")
+                path, attr = handler_path(self.root, spec)
+                handler = self._loaded[function] = load_handler(path, attr, label=function)
             yield handler
-        finally:
-            with self._lock:
-                self._idle[function].append(handler)
 
     def context(self, function: str) -> FakeLambdaContext:
         return FakeLambdaContext(
