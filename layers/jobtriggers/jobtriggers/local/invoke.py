@@ -2,9 +2,10 @@
 Lambda-shaped context.
 
 Each function's `functions/<CodeUri>/app.py` is imported with importlib from its file (never via
-sys.path) under a unique module name. On AWS every invocation has a process to itself; here all
-functions share the package's singletons (the API resolver keeps the current event on its app
-object; Powertools' Logger keys and Metrics are process-wide), so invocations run one at a time.
+sys.path) under a unique module name. On AWS every invocation has a process to itself; here a
+function's invocations share the package's singletons (the API resolver keeps the current event on
+its app object), so each function runs one invocation at a time, like a single warm container;
+different functions (the stream's TriggerResolver and the API) run side by side.
 Races between writers are tested where they really happen: the data layer against moto.
 """
 
@@ -80,7 +81,7 @@ def load_handler(path: Path, attr: str = "lambda_handler", label: str = "fn") ->
 
 
 class FunctionPool:
-    """One warm "container" per function, loaded on first use; one invocation at a time."""
+    """One warm "container" per function, loaded on first use, serving one invocation at a time."""
 
     def __init__(
         self,
@@ -94,12 +95,15 @@ class FunctionPool:
         self.name_prefix = name_prefix
         self.timeouts = timeouts or {}
         self._loaded: dict[str, Handler] = {}
-        self._lock = threading.RLock()
+        self._busy: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
 
     @contextmanager
     def container(self, function: str) -> Iterator[Handler]:
         """The function's handler, loaded if needed, held exclusively while the block runs."""
         with self._lock:
+            busy = self._busy.setdefault(function, threading.Lock())
+        with busy:
             handler = self._loaded.get(function)
             if handler is None:
                 spec = self.functions.get(function)
