@@ -7,9 +7,10 @@
         assert local_runtime.dlq == []          # what GET /local/dlq shows
 
 `local_runtime` is a `jobtriggers.local.runtime.LocalRuntime`: `.base_url`, `.dynamodb_endpoint`,
-`.dlq`, `.stats()`, `.create_site(site_id, capability_ids)`, `.signing_key` (to forge tokens in
-security tests), `.wait_for_stream(timeout)`, `.tables` (env var -> table name). It is shared by the
-session (starting it costs seconds): give every test its own site and object ids.
+`.dlq`, `.stats()`, `.poller.recent_deliveries()`, `.create_site(site_id, capability_ids)`,
+`.signing_key` (to forge tokens in security tests), `.wait_for_stream(timeout)`, `.tables` (env var
+-> table name). It is shared by the session (starting it costs seconds): give every test its own
+site and object ids. While it runs, os.environ names its tables (in-process code reaches them).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def local_runtime(dynamo_endpoint: str) -> Iterator[LocalRuntime]:
             table_prefix=f"e2e{uuid.uuid4().hex[:8]}",
         )
     )
-    runtime.start()
+    runtime.start(restore_environment=True)  # later tests see the environment they would have
     yield runtime
     runtime.stop()
 

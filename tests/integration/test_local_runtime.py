@@ -24,7 +24,7 @@ def runtime(dynamo_endpoint: str) -> Iterator[LocalRuntime]:
     rt = LocalRuntime(
         LocalConfig(port=0, dynamodb_endpoint=dynamo_endpoint, table_prefix=f"rt{uuid.uuid4().hex[:8]}")
     )
-    rt.start()
+    rt.start(restore_environment=True)
     yield rt
     rt.stop()
 

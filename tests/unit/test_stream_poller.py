@@ -375,3 +375,16 @@ def test_the_background_thread_delivers_and_stops_cleanly() -> None:
     assert idle
     assert handler.batches == [[7]]
     assert poller._thread is None
+
+
+def test_recent_deliveries_record_arrival_and_handling_times_for_benchmarks() -> None:
+    # Given two records that arrived at T0 and a clock 0.3 s later
+    now = [T0 + 0.3]
+    streams = FakeStreams()
+    streams.add(raw_record(1), raw_record(2))
+    poller = make_poller(FakeHandler(fail_on={2}), streams, now)
+    # When one succeeds and one fails
+    poller.poll_once()
+    # Then only the handled one is sampled, with both times
+    assert poller.recent_deliveries() == [{"sequence": BASE_SEQ + 1, "arrival": T0, "handled_at": T0 + 0.3}]
+    assert poller.stats()["last_delivery_delay_seconds"] == pytest.approx(0.3)

@@ -125,6 +125,7 @@ class LocalRuntime:
         self.gateway: Gateway | None = None
         self.unavailable: dict[str, str] = {}
         self._stopped = threading.Event()
+        self._environment_before: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ what tests and people use
 
@@ -169,8 +170,11 @@ class LocalRuntime:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> LocalRuntime:
+    def start(self, restore_environment: bool = False) -> LocalRuntime:
+        """Start everything. `restore_environment`: `stop()` puts os.environ back as it was (tests)."""
         cfg = self.config
+        if restore_environment:
+            self._environment_before = dict(os.environ)
         # Both ports are checked before anything starts, so a taken port fails fast and clean.
         ensure_port_free(cfg.host, cfg.port)
         if not cfg.dynamodb_endpoint:
@@ -196,6 +200,12 @@ class LocalRuntime:
         if self.dynamo:
             self.dynamo.stop()
             self.dynamo = None
+        if self._environment_before is not None:
+            os.environ.clear()
+            os.environ.update(self._environment_before)
+            self._environment_before = None
+            reset_settings_cache()
+            reset_clients()
 
     def serve_forever(self) -> None:
         """Block until Ctrl-C (SIGINT) or SIGTERM, then stop everything."""

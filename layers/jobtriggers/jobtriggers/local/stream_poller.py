@@ -39,6 +39,8 @@ log = logging.getLogger("local_runtime.stream")
 Handler = Callable[[dict[str, Any], Any], Any]
 # Lambda reads up to this many records per GetRecords call.
 READ_LIMIT = 1000
+# How many recent deliveries `recent_deliveries()` keeps for benchmarks.
+DELIVERY_SAMPLES = 10_000
 _MISSING = object()
 
 
@@ -295,6 +297,7 @@ class StreamPoller:
         self.shard_refresh_seconds = shard_refresh_seconds
         self._stats = PollerStats()
         self._dlq: list[dict[str, Any]] = []
+        self._deliveries: deque[tuple[int, float, float]] = deque(maxlen=DELIVERY_SAMPLES)
         self._lock = threading.Lock()
         self._polled = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -310,6 +313,12 @@ class StreamPoller:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return asdict(self._stats)
+
+    def recent_deliveries(self) -> list[dict[str, float]]:
+        """Records handled successfully, newest last: sequence number, arrival in the stream and
+        end of the invocation that handled it (epoch seconds). For latency benchmarks."""
+        with self._lock:
+            return [{"sequence": s, "arrival": a, "handled_at": h} for s, a, h in self._deliveries]
 
     # ------------------------------------------------------------------ running
 
@@ -469,11 +478,13 @@ class StreamPoller:
                 continue
             outcome, failed_at, error = self._invoke(mapping, batch)
             if outcome == _BatchOutcome.OK:
+                self._record_deliveries(batch)
                 self._checkpoint(shard, size)
                 self._consume_plan(shard, size)
                 continue
             if outcome == _BatchOutcome.PARTIAL:
                 # Checkpoint before the lowest failed record; the next batch starts with it.
+                self._record_deliveries(batch[:failed_at])
                 self._checkpoint(shard, failed_at)
                 self._consume_plan(shard, failed_at)
                 retry = batch[failed_at:]
@@ -534,6 +545,11 @@ class StreamPoller:
             s.last_batch_at = now
             s.last_delivery_delay_seconds = delay
             s.max_delivery_delay_seconds = max(s.max_delivery_delay_seconds, delay)
+
+    def _record_deliveries(self, done: list[PendingRecord]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._deliveries.extend((p.sequence, p.arrival, now) for p in done)
 
     def _note_attempt(self, mapping: StreamMapping, shard: ShardState, retry: list[PendingRecord]) -> bool:
         """Count a failed invocation of the head record; True when its retries are used up."""
