@@ -9,7 +9,6 @@ the public registry routes do not (the template marks them `Authorizer: NONE`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
@@ -36,9 +35,9 @@ def require_site_id() -> str:
     return site_id
 
 
-@lru_cache(maxsize=1)
 def token_service() -> TokenService:
-    """The TokenService of this process: the sites table and the configured signing key."""
+    """A TokenService on the configured sites table and signing key (cheap to build: the settings
+    and the Secrets Manager value are cached where they are read)."""
     from jobtriggers.dal.secrets import signing_key
     from jobtriggers.dal.sites import SiteRepository
     from jobtriggers.logic.tokens import TokenService
