@@ -12,6 +12,7 @@ from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.tables import dynamodb, to_item
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
+from jobtriggers.local.runtime import trim_stream_iterators
 from jobtriggers.local.store import stream_arn
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import find_template, functions, load_template, stream_sources
@@ -119,3 +120,17 @@ def _raw_records(tables: dict[str, str]) -> list[dict[str, Any]]:
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     return cast(list[dict[str, Any]], streams.get_records(ShardIterator=it["ShardIterator"])["Records"])
+
+
+def test_old_shard_iterators_of_the_embedded_server_are_trimmed(seeded_tables: dict[str, str]) -> None:
+    # Given a poller that has polled an idle stream many times (moto issues an iterator per read)
+    poller = _poller(seeded_tables)
+    for _ in range(30):
+        poller.poll_once()
+    _tag(seeded_tables, "after-trim")
+    # When all but the newest 5 iterators are dropped, and the poller polls on
+    dropped = trim_stream_iterators(keep=5)
+    poller.poll_once()
+    # Then iterators were dropped and the poller still read the new record
+    assert dropped >= 25
+    assert job_id_for("metag-1.0.0", "after-trim") in _job_ids()

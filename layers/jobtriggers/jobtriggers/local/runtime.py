@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,26 @@ class LocalConfig:
 class SeedSummary:
     counts: dict[str, int] = field(default_factory=dict)
     backfilled: dict[str, int] = field(default_factory=dict)
+
+
+# moto keeps every shard iterator it ever issued (one per GetRecords, four a second); DynamoDB's
+# expire after 15 minutes. The runtime drops all but the newest now and then.
+ITERATORS_KEPT = 1000
+ITERATOR_TRIM_SECONDS = 60.0
+
+
+def trim_stream_iterators(keep: int = ITERATORS_KEPT) -> int:
+    """Forget the oldest shard iterators of the in-process moto server; how many were dropped."""
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    dropped = 0
+    for regions in dynamodbstreams_backends.values():
+        for backend in regions.values():
+            iterators = backend.shard_iterators
+            for key in list(iterators)[: max(0, len(iterators) - keep)]:
+                if iterators.pop(key, None) is not None:
+                    dropped += 1
+    return dropped
 
 
 def _timeouts(template: dict[str, Any]) -> dict[str, float]:
@@ -219,8 +240,11 @@ class LocalRuntime:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, on_signal)
         try:
+            last_trim = time.monotonic()
             while not self._stopped.wait(0.5):
-                pass
+                if self.dynamo and time.monotonic() - last_trim > ITERATOR_TRIM_SECONDS:
+                    trim_stream_iterators()
+                    last_trim = time.monotonic()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
