@@ -12,6 +12,7 @@ passed `path` encoded or decoded: only `resource` and `pathParameters` are read.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from re import Match
 from typing import Any
@@ -24,6 +25,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 # `:` lets `/jobs/{job_id}` carry the `:claim` / `:release` suffix the resolver routes on.
 _KEEP_IN_PATH = "-._~()'!*:@,;=+&$"
 _RESOURCE_PARAM = re.compile(r"\{(\w+)\+?\}")
+# Powertools keeps the request being resolved on the BaseRouter *class*, shared by every resolver
+# and router in the process. Lambda sends one request at a time to a process; the local runtime
+# serves many threads in one process, so requests take turns here (never contended on Lambda).
+_RESOLVE_LOCK = threading.Lock()
 
 
 def encode_path_parameter(value: str) -> str:
@@ -46,13 +51,15 @@ def routable_path(event: Mapping[str, Any]) -> str | None:
 
 
 class SitesApiResolver(APIGatewayRestResolver):
-    """APIGatewayRestResolver that routes on re-encoded path parameters and decodes them for routes."""
+    """APIGatewayRestResolver that routes on re-encoded path parameters, decodes them for routes,
+    and resolves one request at a time per process."""
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         path = routable_path(event)
         if path is not None:
             event = {**event, "path": path}
-        return super().resolve(event, context)
+        with _RESOLVE_LOCK:
+            return super().resolve(event, context)
 
     def _convert_matches_into_route_keys(self, match: Match) -> dict[str, str]:
         return {name: unquote(value) for name, value in match.groupdict().items()}

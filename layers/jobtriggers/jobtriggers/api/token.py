@@ -14,15 +14,14 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
-from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver
-
 from jobtriggers.api.auth import token_service
 from jobtriggers.api.errors import register_error_handlers
+from jobtriggers.api.resolver import SitesApiResolver
 from jobtriggers.errors import BadRequestError
 
 GRANT_TYPE = "client_credentials"
 
-app = APIGatewayRestResolver()
+app = SitesApiResolver()
 register_error_handlers(app)
 
 
