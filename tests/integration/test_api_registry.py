@@ -115,6 +115,8 @@ def test_openapi_document_lists_the_routes_and_the_token_scheme(api: ApiCaller) 
     assert {"/objects", "/objects/{object_id}/types", "/jobs", "/object_types/{type_id}"} <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["siteToken"]["scheme"] == "bearer"
     assert doc["paths"]["/jobs"]["get"]["security"] == [{"siteToken": []}]
+    # And its server is the stage the request came through (as on AWS: /v1/openapi.json)
+    assert doc["servers"] == [{"url": "/v1"}]
 
 
 def test_docs_serve_swagger_ui(api: ApiCaller) -> None:

@@ -8,7 +8,7 @@ site id comes from api/auth.require_site_id().
 from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
 from jobtriggers.api import routes_jobs, routes_objects, routes_registry
 from jobtriggers.api.errors import register_error_handlers
@@ -45,7 +45,12 @@ def health() -> dict[str, str]:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document() -> Response[str]:
-    """The OpenAPI document /docs embeds, as a resource of its own (for clients and fuzzers)."""
+    """The OpenAPI document /docs embeds, as a resource of its own (for clients and fuzzers).
+
+    Its server is the stage prefix when the request came through one (`/v1` on AWS), as /docs does."""
+    servers = [Server(url=app._get_base_path() or "/")]
     return Response(
-        status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema()
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body=app.get_openapi_json_schema(servers=servers),
     )

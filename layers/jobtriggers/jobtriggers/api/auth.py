@@ -76,5 +76,4 @@ def authorize(event: Mapping[str, Any], service: TokenService | None = None) -> 
         partition=arn.partition,
     )
     policy.allow_all_routes()
-    logger.append_keys(site_id=site_id)
     return policy.asdict()
