@@ -63,5 +63,14 @@ build: sam-venv
 
 test: lint typecheck pytest validate build
 
+# Not part of `make test` (about 10-15 minutes); the layer is built first so its size is reported.
+bench: venv
+	test -d .aws-sam/build/JobTriggersLayer || $(MAKE) build
+	$(PY) -m bench.run
+
+# Small sizes, one run each; tests/bench/test_bench_smoke.py runs the same in `make test`.
+bench-smoke: venv
+	$(PY) -m bench.run --smoke
+
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache

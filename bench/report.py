@@ -1,0 +1,393 @@
+"""Write the results: bench/results/latest.json (everything) and docs/benchmarks.md (for people).
+
+Every figure shows the median over its repeated runs and the spread as [min-max]; every target
+says met, or by how much it is missed; a figure that could not be measured says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("boto3", "botocore", "moto", "aws-lambda-powertools", "pydantic", "pydantic-settings", "httpx")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": sys.version.split()[0],
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def spread(summary: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> str:
+    """`median [min-max]` of a summarize() result."""
+    if not summary:
+        return "-"
+    med, lo, hi = (summary[k] * scale for k in ("median", "min", "max"))
+    if len(summary.get("runs", [])) <= 1 or lo == hi:
+        return _f(med, digits)
+    return f"{_f(med, digits)} [{_f(lo, digits)}-{_f(hi, digits)}]"
+
+
+def _verdict(met: bool | None, miss: str = "") -> str:
+    if met is None:
+        return "not measured"
+    return "met" if met else f"**missed**{': ' + miss if miss else ''}"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows for the summary table."""
+    rows: list[tuple[str, str, str]] = []
+    lat = results.get("latency", {})
+    if lat.get("measured"):
+        p99 = lat["tag_to_job_ms"]["p99"]["median"]
+        rows.append(
+            (
+                "tag->job p99 < 1,500 ms (local runtime, 4 polls/s)",
+                f"{_f(p99, 0)} ms",
+                _verdict(p99 < 1500, f"{_f(p99 - 1500, 0)} ms over"),
+            )
+        )
+        gap = lat["p50_above_floor_ms"]["median"]
+        rows.append(
+            (
+                "tag->job p50 within 150 ms of the poller's floor",
+                f"{_f(gap, 0)} ms above the floor",
+                _verdict(gap <= 150, f"{_f(gap - 150, 0)} ms over"),
+            )
+        )
+    else:
+        rows.append(("tag->job latency targets", "-", f"not measured: {lat.get('reason', '')}"))
+    cost = results.get("cost", {})
+    if cost.get("measured"):
+        growth = cost["ours_growth_first_to_last"]
+        first, last = cost["sizes"][0]["store_objects"], cost["sizes"][-1]["store_objects"]
+        rows.append(
+            (
+                f"items read per new job flat ({first:,} -> {last:,} objects, within 10 %)",
+                f"{growth * 100:+.1f} %; baseline x{cost['baseline_growth_factor_first_to_last']:.1f}",
+                _verdict(abs(growth) <= 0.10, f"{growth * 100:+.1f} %"),
+            )
+        )
+    else:
+        rows.append(("items read per new job flat", "-", f"not measured: {cost.get('reason', '')}"))
+    claims = results.get("claims", {})
+    if claims.get("measured"):
+        modes = claims["modes"]
+        doubles = sum(m["double_claims"] for m in modes.values() if m.get("measured"))
+        rows.append(("zero double claims", f"{doubles}", _verdict(doubles == 0, f"{doubles} double claims")))
+        nxt = modes.get("claim_next", {})
+        if nxt.get("measured"):
+            cps = nxt["conflicts_per_claim"]["median"]
+            rows.append(
+                (
+                    "POST /jobs:claim < 0.2 conflicts per successful claim, 16 sites",
+                    _f(cps, 3),
+                    _verdict(cps < 0.2, f"{_f(cps - 0.2, 3)} over"),
+                )
+            )
+        else:
+            rows.append(("POST /jobs:claim conflicts", "-", f"not measured: {nxt.get('reason', '')}"))
+    else:
+        rows.append(("claim targets", "-", f"not measured: {claims.get('reason', '')}"))
+    cold = results.get("coldstart", {})
+    if cold.get("measured"):
+        for name, h in sorted(cold["handlers"].items()):
+            if h["target_ratio"] is None:
+                continue
+            ratio = h["ratio_to_boto3"]["median"]
+            rows.append(
+                (
+                    f"{name} import <= {h['target_ratio']}x `import boto3`",
+                    f"{ratio:.2f}x",
+                    _verdict(h["met"], f"{ratio / h['target_ratio']:.1f}x the allowance"),
+                )
+            )
+    else:
+        rows.append(("cold start ratios", "-", f"not measured: {cold.get('reason', '')}"))
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _latency_section(lat: dict[str, Any]) -> list[str]:
+    out = ["## 1. Trigger latency and throughput", ""]
+    if not lat.get("measured"):
+        return [*out, f"Not measured: {lat.get('reason', '')}", ""]
+    cfg = lat["config"]
+    out += [
+        f"{cfg['objects']:,} objects tagged `PUT /objects/{{id}}/types/{{type}}` through the local "
+        f"runtime's HTTP gateway from {cfg['threads']} client threads "
+        f"(poller at {1 / cfg['poll_interval']:.0f} polls/s); "
+        f"{cfg['repetitions']} runs, each on a fresh runtime. Latency is the job's `created_at` minus its "
+        "`tagged_at` (the assignment's `assigned_at`), both stamped by the service. "
+        "The floor is the same poller delivering the same kind of records to an empty handler.",
+        "",
+    ]
+    t = lat["tag_to_job_ms"]
+    f = lat["floor_ms"]
+    rows = [
+        ["tags accepted per second", spread(lat["tags_per_s"]), ""],
+        ["jobs created per second", spread(lat["jobs_per_s"]), ""],
+        ["tag->job p50 (ms)", spread(t["p50"], 0), spread(f["p50"], 0)],
+        ["tag->job p95 (ms)", spread(t["p95"], 0), spread(f["p95"], 0)],
+        ["tag->job p99 (ms)", spread(t["p99"], 0), spread(f["p99"], 0)],
+        ["jobs per tag (must be 1)", spread(lat["jobs_per_tag"], 3), ""],
+    ]
+    out += _table(["figure", "service", "poller floor (empty handler)"], rows)
+    out += ["", *[f"- {n}" for n in lat.get("notes", [])], ""]
+    return out
+
+
+def _cost_section(cost: dict[str, Any]) -> list[str]:
+    out = ["## 2. Cost per tagged object as the store grows", ""]
+    if not cost.get("measured"):
+        return [*out, f"Not measured: {cost.get('reason', '')}", ""]
+    cfg = cost["config"]
+    out += [
+        f"Stores of {', '.join(f'{s:,}' for s in cfg['sizes'])} objects already tagged (each with its job); "
+        f"then {cfg['new_tags']} new objects tagged. This project: the stream records go through the local "
+        "stream poller to the TriggerResolver handler. Baseline: the NMDC Runtime's "
+        "`process_workflow_job_triggers` sensor, one tick over the same tables after "
+        f"{cfg['new_tags']} other new tags (for every trigger: all objects with its type via the type "
+        "index, all jobs of its workflow via `by_workflow`, a put for each missing job). "
+        "Counted with a botocore hook on the data-access client; items read = items DynamoDB evaluates "
+        f"and bills (`ScannedCount`). {cfg['repetitions']} run(s): the counts are deterministic.",
+        "",
+        "**Headline: items read per new job**",
+        "",
+    ]
+    rows = []
+    for s in cost["sizes"]:
+        d = s["detail"]
+        rows.append(
+            [
+                f"{s['store_objects']:,}",
+                spread(s["ours_items_read_per_new_job"], 2),
+                spread(s["baseline_items_read_per_new_job"], 1),
+                spread(s["baseline_items_read_per_tick"], 0),
+                spread(s["ours_requests_per_new_job"], 2),
+                spread(s["baseline_requests_per_new_job"], 2),
+                _f(d["ours"]["per_new_job"]["items_written"], 2),
+                _f(d["baseline"]["per_new_job"]["items_written"], 2),
+            ]
+        )
+    out += _table(
+        [
+            "objects already tagged",
+            "this project: items read / new job",
+            "NMDC sensor: items read / new job",
+            "NMDC sensor: items read / tick",
+            "this project: requests / new job",
+            "NMDC sensor: requests / new job",
+            "this project: items written / job",
+            "NMDC sensor: items written / job",
+        ],
+        rows,
+    )
+    tag = cost["sizes"][0]["detail"]["tag_write"]["per_tag"]
+    out += [
+        "",
+        f"The tag itself (common to both designs) costs {_f(tag['requests'], 0)} request "
+        f"(TransactWriteItems: {_f(tag['items_read'], 0)} ConditionCheck + "
+        f"{_f(tag['items_written'], 0)} Put) "
+        "at every size. The sensor's per-job figure assumes all new tags land in one tick (its best "
+        "case); an idle tick reads the same items and creates nothing. Exactly one job per new tag in "
+        f"both designs: {'yes' if cost['exactly_one_job_per_tag'] else 'NO'}.",
+        "",
+    ]
+    return out
+
+
+def _claims_section(claims: dict[str, Any]) -> list[str]:
+    out = ["## 3. Claims", ""]
+    if not claims.get("measured"):
+        return [*out, f"Not measured: {claims.get('reason', '')}", ""]
+    cfg = claims["config"]
+    out += [
+        f"{cfg['sites']} sites (one thread and token each) drain {cfg['jobs']:,} pending jobs through "
+        f"the local runtime; {cfg['repetitions']} runs per mode. `claim_next`: `POST /jobs:claim` until 204. "
+        "`list_then_claim`: as an NMDC-style site, `GET /jobs?workflow_id=...&status=pending`, then "
+        "`POST /jobs/{id}:claim` on each listed job, until the list is empty; a 409 is a conflict.",
+        "",
+    ]
+    rows = []
+    for name, m in claims["modes"].items():
+        if not m.get("measured"):
+            rows.append([name, "-", "-", "-", f"not measured: {m.get('reason', '')}"])
+            continue
+        rows.append(
+            [
+                name,
+                spread(m["claims_per_s"]),
+                spread(m["conflicts_per_claim"], 3),
+                spread(m["requests_per_claim"], 2),
+                "yes"
+                if m["exactly_once"]
+                else f"**NO** ({m['double_claims']} double, {m['unclaimed']} left)",
+            ]
+        )
+    out += _table(
+        ["mode", "claims/s", "conflicts per successful claim", "requests per claim", "claimed exactly once"],
+        rows,
+    )
+    out += ["", *[f"- {n}" for n in claims.get("notes", [])], ""]
+    return out
+
+
+def _cold_section(cold: dict[str, Any]) -> list[str]:
+    out = ["## 4. Cold start", ""]
+    if not cold.get("measured"):
+        return [*out, f"Not measured: {cold.get('reason', '')}", ""]
+    out += [
+        f"Fresh `python{cold['python']}` processes, {cold['config']['repetitions']} per handler; "
+        f"a bare `import boto3` took {spread(cold['boto3_import_ms'], 0)} ms in the same run. "
+        "Import = the handler module's imports under `-X importtime`; first invocation = wall time of "
+        "the first call with a representative event (moto over HTTP); lazy = what that call imported.",
+        "",
+    ]
+    rows = []
+    for name, h in sorted(cold["handlers"].items()):
+        target = h["target_ratio"]
+        rows.append(
+            [
+                name,
+                h["kind"],
+                spread(h["import_ms"], 0),
+                spread(h["ratio_to_boto3"], 2),
+                spread(h["first_invoke_ms"], 0) if h["first_invoke_ms"] else "import only",
+                _f(h["first_invoke_lazy_import_ms"], 0)
+                if h["first_invoke_lazy_import_ms"] is not None
+                else "-",
+                ", ".join(f"{k} {v:,.0f}" for k, v in h.get("heaviest_packages_ms", {}).items()),
+                f"<= {target}x" if target else "-",
+                _verdict(h["met"]) if target else "-",
+            ]
+        )
+    out += _table(
+        [
+            "handler",
+            "kind",
+            "import (ms)",
+            "x boto3",
+            "first invocation (ms)",
+            "lazy imports in it (ms)",
+            "where the import time goes (ms, self time by package)",
+            "target",
+            "verdict",
+        ],
+        rows,
+    )
+    layer = cold["layer"]
+    out.append("")
+    if layer.get("measured"):
+        largest = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in layer["largest_packages_bytes"].items())
+        out.append(
+            f"Built layer (.aws-sam/build/JobTriggersLayer): {layer['bytes'] / 2**20:.1f} MiB in "
+            f"{layer['files']:,} files; largest: {largest}."
+        )
+    else:
+        out.append(f"Layer size not measured: {layer.get('reason', '')}.")
+    out += ["", *[f"- {n}" for n in cold.get("notes", [])], ""]
+    return out
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    v = results["versions"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{results['command']}` on {results['generated_at']} in "
+        f"{results['runtime_s'] / 60:.1f} min. "
+        f"Raw numbers: `{results.get('json_path', 'bench/results/latest.json')}`. "
+        "How the service would scale on AWS: [scaling.md](scaling.md).",
+        "",
+        f"Machine: {m['cpu']} ({m['cpus']} CPUs), {m['memory_gb']} GiB, {m['platform']}, "
+        f"Python {m['python']}; load average "
+        f"{'/'.join(str(x) for x in m.get('load_average_1_5_15', []))} (1/5/15 min) when the run ended. "
+        + "Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + ".",
+        "",
+        "Everything runs on one machine against the local runtime (moto's DynamoDB server on loopback, "
+        "the stream poller, the HTTP gateway): absolute times measure this machine and moto, not AWS. "
+        "Request and item counts are what DynamoDB would bill for the same calls. "
+        "Figures show the median over repeated runs and the spread as [min-max].",
+        "",
+        "## Targets",
+        "",
+    ]
+    out += _table(["target", "measured", "verdict"], [list(r) for r in targets(results)])
+    out += [""]
+    out += _latency_section(results.get("latency", {}))
+    out += _cost_section(results.get("cost", {}))
+    out += _claims_section(results.get("claims", {}))
+    out += _cold_section(results.get("coldstart", {}))
+    notes = results.get("notes", [])
+    if notes:
+        out += ["## Method notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(out)
+
+
+def write(results: dict[str, Any], json_path: Path, markdown_path: Path) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    markdown_path.write_text(render_markdown(results))
+
+
+def envelope(command: str, runtime_s: float, figures: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    return {
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "runtime_s": runtime_s,
+        "machine": machine(),
+        "versions": versions(),
+        **figures,
+        "notes": notes,
+    }
