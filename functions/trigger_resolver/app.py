@@ -6,6 +6,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.triggering import TriggerResolver, record_batch_metrics
