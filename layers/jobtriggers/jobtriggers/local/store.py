@@ -92,7 +92,42 @@ def _serialized_moto_server(host: str, port: int) -> Any:
     return SerializedMotoServer(ip_address=host, port=port, verbose=False)
 
 
+def _keep_streams_across_cancelled_transactions() -> None:
+    """Make a cancelled TransactWriteItems leave the tables' streams as DynamoDB does: untouched.
+
+    moto rolls a cancelled transaction back by swapping in deep copies of its tables, taken before
+    it ran. The copies carry copies of the stream shards, so every open shard iterator (the stream
+    poller's) goes on reading the old shard, which never grows again, while the writes the
+    transaction made before it failed stay in it as records of changes that never happened. One
+    409 or 404 on a tag would silently stop the local trigger engine. Here the live shard object is
+    kept, moved onto the restored table, and cut back to its length before the transaction.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    original = DynamoDBBackend.transact_write_items
+    if getattr(original, "_keeps_streams", False):
+        return
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        live = dict(self.tables)
+        lengths = {n: len(t.stream_shard.items) for n, t in live.items() if t.stream_shard is not None}
+        try:
+            original(self, transact_items)
+        except Exception:
+            for name, length in lengths.items():
+                restored, shard = self.tables.get(name), live[name].stream_shard
+                if restored is not None and restored is not live[name]:
+                    del shard.items[length:]
+                    shard.table = restored
+                    restored.stream_shard = shard
+            raise
+
+    transact_write_items._keeps_streams = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
+    _keep_streams_across_cancelled_transactions()
     # werkzeug logs every request at INFO; the runtime's own log is what people read.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_port_free(host, port)

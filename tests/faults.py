@@ -1,0 +1,188 @@
+"""Fault injection for DynamoDB calls: a botocore `before-send` hook that fails a fraction of requests.
+
+It sits where the network would fail, under botocore's retry logic, so what the code under test sees
+is what it would see on AWS: throttles and 500s that botocore retries (standard mode) and, past its
+attempts, a ClientError; read timeouts before the request left; and the nasty one, a *lost
+response*: the request reached the table and was applied, and the client saw a timeout, so its
+retry repeats a write that already happened.
+
+    with FaultInjector(rate=0.2, seed=7).attached(dynamodb()) as faults:
+        ...
+    print(faults.summary())
+
+The RNG is seeded; under threads the order of draws varies, the rate does not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+from botocore.exceptions import ReadTimeoutError
+from botocore.retries.standard import ExponentialBackoff
+
+THROTTLE = "throttle"
+SERVER_ERROR = "server_error"
+TIMEOUT = "timeout"
+LOST_RESPONSE = "lost_response"
+ALL_KINDS = (THROTTLE, SERVER_ERROR, TIMEOUT, LOST_RESPONSE)
+
+_DYNAMODB_ERRORS = {
+    THROTTLE: (
+        400,
+        "ProvisionedThroughputExceededException",
+        "The level of configured provisioned throughput was exceeded",
+    ),
+    SERVER_ERROR: (500, "InternalServerError", "Internal server error (injected)"),
+}
+
+
+class _Body:
+    """The `raw` an AWSResponse reads its content from."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+class FaultInjector:
+    """Fail `rate` of the matching calls, choosing a fault kind uniformly from `kinds`.
+
+    `operations` limits faults to those API operations (e.g. {"PutItem"}); by default every
+    DynamoDB operation may fail. `only_if_body_contains` limits them to requests that mention a
+    string (a sustained fault on one item: rate=1 and the item's key).
+    Counters: `calls` (seen), `faults` (by kind), `by_operation`.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        seed: int = 0,
+        kinds: Sequence[str] = ALL_KINDS,
+        operations: set[str] | None = None,
+        only_if_body_contains: str | None = None,
+    ) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError("rate is a fraction between 0 and 1")
+        unknown = set(kinds) - set(ALL_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {ALL_KINDS}")
+        self.rate = rate
+        self.kinds = tuple(kinds)
+        self.operations = operations
+        self.only_if_body_contains = only_if_body_contains.encode() if only_if_body_contains else None
+        self.enabled = True
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._http = urllib3.PoolManager(maxsize=16)
+        self.calls = 0
+        self.faults: Counter[str] = Counter()
+        self.by_operation: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ wiring
+
+    @contextmanager
+    def attached(self, *clients: Any) -> Iterator[FaultInjector]:
+        """Register on the clients' `before-send.dynamodb.*` events for the duration of the block."""
+        unique = f"fault-injector-{uuid.uuid4().hex}"
+        for client in clients:
+            client.meta.events.register("before-send.dynamodb.*", self._before_send, unique_id=unique)
+        try:
+            yield self
+        finally:
+            for client in clients:
+                client.meta.events.unregister("before-send.dynamodb.*", unique_id=unique)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No faults inside the block (a test's own checks must see the truth)."""
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = True
+
+    # ------------------------------------------------------------------ the hook
+
+    def _choose(self, operation: str, body: bytes) -> str | None:
+        with self._lock:
+            if not self.enabled or (self.operations is not None and operation not in self.operations):
+                return None
+            if self.only_if_body_contains is not None and self.only_if_body_contains not in body:
+                return None
+            self.calls += 1
+            if self._rng.random() >= self.rate:
+                return None
+            kind = self._rng.choice(self.kinds)
+            self.faults[kind] += 1
+            self.by_operation[operation] += 1
+            return kind
+
+    def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
+        operation = event_name.rsplit(".", 1)[-1]
+        body = request.body or b""
+        kind = self._choose(operation, body.encode() if isinstance(body, str) else bytes(body))
+        if kind is None:
+            return None  # botocore sends the request
+        if kind in _DYNAMODB_ERRORS:
+            status, code, message = _DYNAMODB_ERRORS[kind]
+            body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+            headers = HTTPHeaders()
+            headers["Content-Type"] = "application/x-amz-json-1.0"
+            headers["x-amzn-RequestId"] = uuid.uuid4().hex
+            return AWSResponse(request.url, status, headers, _Body(body.encode()))
+        if kind == LOST_RESPONSE:
+            # The request arrives and is applied; only its answer is lost.
+            self._http.request(
+                request.method,
+                request.url,
+                body=body.encode() if isinstance(body, str) else body,
+                headers=dict(request.headers.items()),
+                retries=False,
+            )
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    # ------------------------------------------------------------------ reporting
+
+    @property
+    def injected(self) -> int:
+        return sum(self.faults.values())
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "injected": sum(self.faults.values()),
+                "rate_observed": round(sum(self.faults.values()) / self.calls, 3) if self.calls else 0.0,
+                "by_kind": dict(self.faults),
+                "by_operation": dict(self.by_operation),
+            }
+
+
+@contextmanager
+def fast_backoff(scale: float = 0.02) -> Iterator[None]:
+    """Shrink botocore's retry delays (throttles back off 1 s, 2 s, 4 s ...) by `scale`.
+
+    Time compression, as an injectable clock would be: which calls are retried, how often and with
+    what retry quota stays botocore's own decision; only the sleeping is shorter.
+    """
+    original = ExponentialBackoff.delay_amount
+
+    def scaled(self: ExponentialBackoff, context: Any) -> float:
+        return float(original(self, context)) * scale
+
+    ExponentialBackoff.delay_amount = scaled  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ExponentialBackoff.delay_amount = original  # type: ignore[method-assign]
