@@ -10,7 +10,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
-from jobtriggers.api import routes_jobs, routes_objects, routes_registry
+from jobtriggers.api import routes_claims, routes_jobs, routes_objects, routes_operations, routes_registry
 from jobtriggers.api.errors import register_error_handlers
 from jobtriggers.api.resolver import SitesApiResolver
 
@@ -33,6 +33,8 @@ app.configure_openapi(
 app.include_router(routes_registry.router)
 app.include_router(routes_objects.router)
 app.include_router(routes_jobs.router)
+app.include_router(routes_claims.router)
+app.include_router(routes_operations.router)
 
 # /docs serves Swagger UI with the document embedded (and as JSON at /docs?format=json).
 app.enable_swagger(path="/docs")

@@ -123,14 +123,34 @@ def list_jobs(
     page_token: Annotated[
         str | None, Query(max_length=4096, description="next_page_token of the previous page")
     ] = None,
+    claimable: Annotated[
+        bool, Query(description="only jobs that can be claimed now: pending, or claimed with an ended lease")
+    ] = False,
 ) -> JobList:
     require_site_id()
     criteria = job_criteria(
         workflow_id=workflow_id, object_id=object_id, status=status, site_id=site_id, filter_json=filter
     )
+    if claimable:
+        return list_claimable_jobs(criteria, max_page_size, page_token)
     items, token = JobRepository().list_page(
         **criteria.repository_filters(), limit=max_page_size, page_token=page_token
     )
+    return JobList(resources=[job_from_item(i) for i in items], next_page_token=token)
+
+
+def list_claimable_jobs(criteria: JobCriteria, limit: int, page_token: str | None) -> JobList:
+    """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status)."""
+    from jobtriggers.dal.claims import JobClaims
+    from jobtriggers.models import iso, utcnow
+
+    others = [k for k in ("object_id", "status", "site_id") if getattr(criteria, k) is not None]
+    if others:
+        raise ValidationFailed(
+            f"claimable=true combines with workflow_id only, not {', '.join(others)}",
+            loc=["query", "claimable"],
+        )
+    items, token = JobClaims().candidates(criteria.workflow_id, iso(utcnow()), limit, page_token)
     return JobList(resources=[job_from_item(i) for i in items], next_page_token=token)
 
 

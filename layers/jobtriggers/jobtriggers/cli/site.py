@@ -1,5 +1,433 @@
-"""Placeholder until its commands land (see cli/__init__.py)."""
+"""`jobtriggers site ...`: what people and scripts at a compute site run.
+
+The API URL and credentials come from JOBTRIGGERS_URL, JOBTRIGGERS_CLIENT_ID and
+JOBTRIGGERS_CLIENT_SECRET, or from a TOML file (JOBTRIGGERS_CONFIG, else
+~/.config/jobtriggers/site.toml) with `url`, `client_id` and `client_secret`; never from argv,
+where other users of the machine could read the secret.
+
+`site work` is the worker loop: claim the next job, run a command on it with a heartbeat, report
+the outcome, repeat until no job is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from jobtriggers.cli.common import JsonOption, err_console, fail, print_json, print_table
+from jobtriggers.client import (
+    Conflict,
+    PayloadTooLarge,
+    SiteApiError,
+    SiteClient,
+)
+from jobtriggers.models import Operation
+
+app = typer.Typer(no_args_is_help=True, help="For sites: list, claim and run jobs over the API.")
+
+CONFIG_ENV = "JOBTRIGGERS_CONFIG"
+DEFAULT_CONFIG = Path("~/.config/jobtriggers/site.toml")
+SECRET_ENV = "JOBTRIGGERS_CLIENT_SECRET"
+STDERR_TAIL_CHARS = 4000
+MIN_HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    url: str
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:  # never the secret
+        return f"SiteConfig(url={self.url!r}, client_id={self.client_id!r})"
+
+
+def load_config(environ: dict[str, str] | None = None) -> SiteConfig:
+    """Environment first, then the config file; a readable message naming what is missing."""
+    env = os.environ if environ is None else environ
+    path = Path(env.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser()
+    from_file: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            from_file = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            fail(f"cannot read {path}: {exc}")
+        if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH) and "client_secret" in from_file:
+            err_console.print(f"[yellow]warning:[/yellow] {path} holds a secret; chmod 600 it")
+    elif env.get(CONFIG_ENV):
+        fail(f"{CONFIG_ENV} names {path}, which does not exist")
+    values = {
+        "url": env.get("JOBTRIGGERS_URL") or from_file.get("url"),
+        "client_id": env.get("JOBTRIGGERS_CLIENT_ID") or from_file.get("client_id"),
+        "client_secret": env.get(SECRET_ENV) or from_file.get("client_secret"),
+    }
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        fail(
+            f"missing {', '.join(missing)}: set JOBTRIGGERS_URL, JOBTRIGGERS_CLIENT_ID and "
+            f"{SECRET_ENV}, or write them as url, client_id, client_secret to {path}"
+        )
+    return SiteConfig(**{k: str(v) for k, v in values.items()})
+
+
+def site_client() -> SiteClient:
+    config = load_config()
+    return SiteClient(config.url, config.client_id, config.client_secret)
+
+
+def _api_fail(exc: SiteApiError) -> None:
+    fail(f"{exc.status_code or 'unreachable'}: {exc.detail}")
+
+
+# --------------------------------------------------------------------------- people
+
+
+@app.command("jobs")
+def list_jobs(
+    workflow: str | None = typer.Option(None, "--workflow", help="only jobs of this workflow"),
+    status: str | None = typer.Option(None, "--status", help="pending, claimed, done or failed"),
+    claimable: bool = typer.Option(False, "--claimable", help="only jobs that can be claimed now"),
+    mine: bool = typer.Option(False, "--mine", help="only jobs this site holds or held"),
+    limit: int = typer.Option(200, "--limit", min=1, help="stop after this many"),
+    as_json: bool = JsonOption,
+) -> None:
+    """List jobs (oldest first)."""
+    with site_client() as api:
+        try:
+            site_id = api.site_id() if mine else None
+            jobs = []
+            for job in api.list_jobs(
+                workflow_id=workflow, status=status, claimable=claimable, site_id=site_id
+            ):
+                jobs.append(job)
+                if len(jobs) >= limit:
+                    break
+        except SiteApiError as exc:
+            _api_fail(exc)
+    if as_json:
+        print_json([j.model_dump(mode="json") for j in jobs])
+        return
+    rows = [
+        {
+            "id": j.id,
+            "workflow": j.workflow.id,
+            "object": j.config.object_id,
+            "status": j.status.value,
+            "site": j.site_id,
+            "attempts": j.attempts,
+            "lease ends": j.lease_expires_at,
+        }
+        for j in jobs
+    ]
+    print_table(rows, ["id", "workflow", "object", "status", "site", "attempts", "lease ends"], title="jobs")
+
+
+@app.command("claim")
+def claim(job_id: str = typer.Argument(..., help="the job's id"), as_json: bool = JsonOption) -> None:
+    """Claim one job; prints its operation (report on it with PATCH /operations/{id})."""
+    with site_client() as api:
+        try:
+            op = api.claim(job_id)
+        except SiteApiError as exc:
+            _api_fail(exc)
+    if as_json:
+        print_json(op.model_dump(mode="json"))
+    else:
+        err_console.print(
+            f"claimed job {job_id}: operation {op.id}, lease until {op.metadata['lease_expires_at']}"
+        )
+
+
+@app.command("release")
+def release(job_id: str = typer.Argument(..., help="the job's id"), as_json: bool = JsonOption) -> None:
+    """Give a job this site holds back: it is pending again for any site."""
+    with site_client() as api:
+        try:
+            op = api.release(job_id)
+        except SiteApiError as exc:
+            _api_fail(exc)
+    if as_json:
+        print_json(op.model_dump(mode="json"))
+    else:
+        err_console.print(f"released job {job_id} (operation {op.id} cancelled)")
+
+
+@app.command("ops")
+def list_operations(
+    done: bool | None = typer.Option(None, "--done/--live", help="only finished or only live operations"),
+    limit: int = typer.Option(200, "--limit", min=1),
+    as_json: bool = JsonOption,
+) -> None:
+    """This site's operations (one per claim), oldest first."""
+    with site_client() as api:
+        try:
+            ops = []
+            for op in api.list_operations(done=done):
+                ops.append(op)
+                if len(ops) >= limit:
+                    break
+        except SiteApiError as exc:
+            _api_fail(exc)
+    if as_json:
+        print_json([o.model_dump(mode="json") for o in ops])
+        return
+    rows = [
+        {
+            "id": o.id,
+            "job": o.metadata.get("job", {}).get("id"),
+            "attempt": o.metadata.get("attempt"),
+            "done": o.done,
+            "outcome": _outcome(o),
+            "lease ends": None if o.done else o.metadata.get("lease_expires_at"),
+        }
+        for o in ops
+    ]
+    print_table(rows, ["id", "job", "attempt", "done", "outcome", "lease ends"], title="operations")
+
+
+def _outcome(op: Operation) -> str:
+    if not op.done:
+        return "running"
+    if op.metadata.get("cancelled"):
+        return "released"
+    if isinstance(op.result, dict) and "code" in op.result and "message" in op.result:
+        return f"error {op.result['code']}"
+    return "done"
+
+
+# --------------------------------------------------------------------------- the worker loop
+
+
+def last_json_object(stdout: str) -> dict[str, Any] | None:
+    """The JSON object COMMAND printed last: the last stdout line that parses as one."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def error_result(returncode: int, stderr: str) -> dict[str, Any]:
+    """The error result for a failed command: its exit status and the tail of its stderr."""
+    if returncode < 0:
+        code, message = f"signal_{-returncode}", f"the command was killed by signal {-returncode}"
+    else:
+        code, message = f"exit_{returncode}", f"the command exited with status {returncode}"
+    return {"code": code, "message": message, "details": {"stderr_tail": stderr[-STDERR_TAIL_CHARS:]}}
+
+
+def lease_seconds_left(op: Operation) -> float:
+    end = datetime.fromisoformat(str(op.metadata["lease_expires_at"]).replace("Z", "+00:00"))
+    return max((end - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+class Heartbeat:
+    """Renews the lease every third of it while the command runs; notices when the job is lost."""
+
+    def __init__(self, api: SiteClient, op: Operation, on_lost: Any) -> None:
+        self.api = api
+        self.op_id = op.id
+        self.interval = max(lease_seconds_left(op) / 3, MIN_HEARTBEAT_SECONDS)
+        self.on_lost = on_lost
+        self.stop = threading.Event()
+        self.lost = False
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{op.id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.api.heartbeat(self.op_id)
+            except Conflict as exc:
+                # The lease ended and another site took the job: stop, so it never runs twice.
+                self.lost = True
+                err_console.print(f"[red]lost the job:[/red] {exc.detail}")
+                self.on_lost()
+                return
+            except SiteApiError as exc:  # transient (retries exhausted): try again next beat
+                err_console.print(f"[yellow]heartbeat failed, will retry:[/yellow] {exc.detail}")
+
+
+def _child_env(job_json: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}  # the command never sees the secret
+    env["JOB_JSON"] = job_json
+    return env
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _tail_reader(stream: IO[str], keep: deque[str], echo: IO[str] | None) -> threading.Thread:
+    def pump() -> None:
+        for line in stream:
+            keep.append(line)
+            if echo is not None:
+                echo.write(line)
+                echo.flush()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass
+class RunOutcome:
+    job_id: str
+    operation_id: str
+    status: str  # done, error, lost
+    seconds: float
+    result: Any = None
+
+
+def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
+    """Run COMMAND on the job of `op`, heartbeating; report done or the error; Ctrl-C releases."""
+    job = op.metadata["job"]
+    job_id = str(job["id"])
+    job_json = json.dumps(job)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(job_json),
+    )
+    # The command's stdout is kept whole (its last JSON line is the result), stderr as a tail
+    # and echoed so people see progress.
+    out_lines: deque[str] = deque()
+    err_lines: deque[str] = deque(maxlen=200)
+    readers = [
+        _tail_reader(proc.stdout, out_lines, None),  # type: ignore[arg-type]
+        _tail_reader(proc.stderr, err_lines, sys.stderr),  # type: ignore[arg-type]
+    ]
+    try:
+        with Heartbeat(api, op, on_lost=lambda: _stop(proc)) as beat:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(job_json)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the command does not read stdin
+            returncode = proc.wait()
+            for reader in readers:
+                reader.join(timeout=10)
+    except KeyboardInterrupt:
+        _stop(proc)
+        err_console.print(f"interrupted: releasing job {job_id}")
+        try:
+            api.release(job_id)
+        except SiteApiError as exc:
+            err_console.print(f"[red]could not release {job_id}:[/red] {exc.detail} (its lease will end)")
+        raise
+    seconds = time.monotonic() - started
+    if beat.lost:
+        return RunOutcome(job_id, op.id, "lost", seconds)
+    stderr = "".join(err_lines)
+    if returncode == 0:
+        result = last_json_object("".join(out_lines))
+        try:
+            api.complete(op.id, result)
+        except PayloadTooLarge as exc:
+            result = {"code": "result_too_large", "message": str(exc.detail)}
+            api.fail(op.id, result["code"], result["message"])
+            return RunOutcome(job_id, op.id, "error", seconds, result)
+        return RunOutcome(job_id, op.id, "done", seconds, result)
+    error = error_result(returncode, stderr)
+    api.fail(op.id, error["code"], error["message"], error["details"])
+    return RunOutcome(job_id, op.id, "error", seconds, error)
+
+
+@app.command(
+    "work",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def work(
+    ctx: typer.Context,
+    workflow: str = typer.Option(..., "--workflow", help="claim jobs of this workflow"),
+    once: bool = typer.Option(False, "--once", help="run one job, then stop"),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", min=1, help="stop after this many jobs"),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0, help="when no job is claimable, poll again after this many seconds (0: stop)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line per job on stdout"),
+) -> None:
+    """Claim the next job, run COMMAND on it, report, repeat:  site work --workflow ID -- COMMAND ...
+
+    COMMAND gets the job's JSON on stdin and in JOB_JSON. Exit status 0 reports done, with the
+    last line of stdout that is a JSON object as the result; any other status reports an error
+    (`exit_<status>`, with the tail of stderr), which the API retries up to the workflow's
+    max_attempts. The lease is renewed every third of its length while COMMAND runs. Ctrl-C
+    stops COMMAND and releases the job.
+    """
+    command = list(ctx.args)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        fail("give the command to run after --, e.g. site work --workflow metag-1.0.0 -- ./run.sh")
+    limit = 1 if once else max_jobs
+    done = 0
+    # SIGTERM (a batch system ending the worker) is treated like Ctrl-C: release, then stop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with site_client() as api:
+        try:
+            while limit is None or done < limit:
+                try:
+                    op = api.claim_next(workflow)
+                except SiteApiError as exc:
+                    _api_fail(exc)
+                    return
+                if op is None:
+                    if wait <= 0:
+                        err_console.print(f"no claimable {workflow} job; {done} run")
+                        break
+                    time.sleep(wait)
+                    continue
+                job_id = op.metadata["job"]["id"]
+                err_console.print(f"claimed job {job_id} (attempt {op.metadata.get('attempt')}), running")
+                try:
+                    outcome = run_one(api, op, command)
+                except SiteApiError as exc:
+                    err_console.print(f"[red]reporting job {job_id} failed:[/red] {exc.detail}")
+                    continue
+                done += 1
+                err_console.print(f"job {outcome.job_id}: {outcome.status} in {outcome.seconds:.1f}s")
+                if as_json:
+                    sys.stdout.write(json.dumps(outcome.__dict__, default=str) + "\n")
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            err_console.print("stopped")
+            raise typer.Exit(130) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -156,10 +156,16 @@ def query_page(
     page_token: str | None,
     forward: bool = True,
     filter_expression: str | None = None,
+    projection: Sequence[str] | None = None,
     action: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One Query page, with an opaque token for the next. Never a Scan."""
+    """One Query page, with an opaque token for the next. Never a Scan.
+
+    `projection` names the attributes to return (all when None), to keep large pages small."""
     fp = fingerprint(table, index, key_condition, dict(values), filter_expression, forward)
+    names = dict(names or {})
+    if projection:
+        names.update({f"#p{i}": attr for i, attr in enumerate(projection)})
     kwargs: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": key_condition,
@@ -168,7 +174,9 @@ def query_page(
         "ScanIndexForward": forward,
     }
     if names:
-        kwargs["ExpressionAttributeNames"] = dict(names)
+        kwargs["ExpressionAttributeNames"] = names
+    if projection:
+        kwargs["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(projection)))
     if index:
         kwargs["IndexName"] = index
     if filter_expression:

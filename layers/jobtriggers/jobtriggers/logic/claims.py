@@ -1,0 +1,454 @@
+"""Claiming jobs with leases, and the operations that report on them.
+
+The rules, in one place (the data-access layer only executes conditional writes):
+- A job can be claimed when it is `pending`, or `claimed` with a lease that ended before now
+  (a takeover: the expired operation is closed and fenced off). Each claim is one transaction.
+- The site that holds a live lease and claims again gets the same operation (a retried request is
+  safe); another site gets 409 naming the holder and the lease end; `done`/`failed` jobs are 409.
+- A site may run a workflow only when it has every capability the workflow needs (else 403).
+- Any accepted PATCH of a live operation renews the lease; `done: true` finishes it: with a
+  result the job is `done`; with an error result it is `pending` again while attempts remain,
+  else `failed`. A release makes the job `pending` and the operation done with `cancelled`.
+Ports are protocols so unit tests run these rules against in-memory fakes, with a fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobtriggers.dal.claims import ClaimWrite, OperationWrite
+from jobtriggers.dal.jobs import job_from_item
+from jobtriggers.dal.operations import new_operation_item, operation_from_item
+from jobtriggers.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationFailed,
+)
+from jobtriggers.models import JobStatus, Operation, Workflow, iso, utcnow
+from jobtriggers.observability import logger, metrics
+from jobtriggers.settings import job_settings
+
+# Metadata keys the service owns: a PATCH may repeat them unchanged, never change them.
+IMMUTABLE_METADATA = ("job", "site_id", "attempt")
+# Metadata keys the service rewrites itself; a PATCH that sends them back is not an error.
+SERVICE_METADATA = ("lease_expires_at", "cancelled")
+MAX_PATCH_BYTES = 64 * 1024
+MAX_METADATA_KEYS = 32
+
+# claim-next: how many of the oldest claimable jobs to consider, how many to try per page, and
+# how many pages to read before answering "nothing to do" (bounded work, no hot spinning).
+CANDIDATE_PAGE = 25
+TRIES_PER_PAGE = 6
+CANDIDATE_PAGES = 4
+# A single-job claim re-reads and retries this often when the job changes under it.
+CLAIM_ROUNDS = 3
+
+
+# --------------------------------------------------------------------------- ports
+
+
+class ClaimStore(Protocol):
+    def get_job(self, job_id: str) -> dict[str, Any]: ...
+
+    def get_operation(self, op_id: str) -> dict[str, Any] | None: ...
+
+    def candidates(
+        self,
+        workflow_id: str | None,
+        now: str,
+        limit: int,
+        page_token: str | None = None,
+        brief: bool = False,
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    def start_claim(self, claim: ClaimWrite) -> bool: ...
+
+    def apply(self, write: OperationWrite) -> bool: ...
+
+
+class WorkflowLookup(Protocol):
+    def get(self, kind: str, entry_id: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    """The calling site, as the authorizer and the sites table know it."""
+
+    id: str
+    capability_ids: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, site_id: str, capability_ids: Iterable[str] = ()) -> SiteRef:
+        return cls(site_id, frozenset(capability_ids))
+
+
+class OperationPatch(BaseModel):
+    """The body of PATCH /operations/{id} (the NMDC Runtime's UpdateOperationRequest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: bool | None = None
+    result: Any = None
+    metadata: dict[str, Any] | None = Field(default=None)
+
+
+@dataclass
+class ClaimOutcome:
+    operation: Operation
+    created: bool  # False: the site already held this job, and gets its operation again
+
+
+@dataclass
+class _Limits:
+    lease_seconds: int
+    max_attempts: int
+    capability_ids: list[str] = field(default_factory=list)
+
+
+def is_error_result(result: Any) -> bool:
+    """An error result is the NMDC Runtime's OperationError: {code, message, details?} and nothing else."""
+    return (
+        isinstance(result, dict)
+        and isinstance(result.get("code"), str)
+        and isinstance(result.get("message"), str)
+        and set(result) <= {"code", "message", "details"}
+    )
+
+
+def _count(name: str) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+class ClaimService:
+    def __init__(
+        self,
+        store: ClaimStore,
+        workflows: WorkflowLookup,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.store = store
+        self.workflows = workflows
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.new_id = new_id
+        self._limits: dict[str, _Limits | None] = {}
+
+    # ------------------------------------------------------------------ registry
+
+    def _workflow_limits(self, workflow_id: str) -> _Limits | None:
+        """Lease, attempts and capabilities of a workflow (None when the registry no longer has it)."""
+        if workflow_id not in self._limits:
+            try:
+                wf: Workflow = self.workflows.get("workflow", workflow_id)
+            except NotFoundError:
+                self._limits[workflow_id] = None
+            else:
+                defaults = job_settings()
+                self._limits[workflow_id] = _Limits(
+                    lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
+                    max_attempts=wf.max_attempts or defaults.default_max_attempts,
+                    capability_ids=list(wf.capability_ids),
+                )
+        return self._limits[workflow_id]
+
+    def _require_runnable(self, workflow_id: str, site: SiteRef) -> _Limits:
+        limits = self._workflow_limits(workflow_id)
+        if limits is None:
+            raise ConflictError(
+                f"workflow '{workflow_id}' is no longer in the registry; its jobs cannot be claimed"
+            )
+        missing = sorted(set(limits.capability_ids) - site.capability_ids)
+        if missing:
+            raise ForbiddenError(
+                f"site '{site.id}' lacks the capabilities workflow '{workflow_id}' needs: "
+                + ", ".join(missing)
+            )
+        return limits
+
+    def _may_run(self, workflow_id: str, site: SiteRef) -> bool:
+        limits = self._workflow_limits(workflow_id)
+        return limits is not None and set(limits.capability_ids) <= site.capability_ids
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, job_id: str, site: SiteRef) -> ClaimOutcome:
+        """Claim one job by id (POST /jobs/{id}:claim)."""
+        for _ in range(CLAIM_ROUNDS):
+            job = self.store.get_job(job_id)
+            limits = self._require_runnable(job["workflow_id"], site)
+            now = self.clock()
+            status = job["status"]
+            if status in (JobStatus.done, JobStatus.failed):
+                raise ConflictError(f"job '{job_id}' is {status}; it cannot be claimed again")
+            if status == JobStatus.claimed and job["lease_expires_at"] >= iso(now):
+                if job.get("site_id") == site.id:
+                    op = self.store.get_operation(job["operation_id"])
+                    if op is not None:
+                        return ClaimOutcome(operation_from_item(op), created=False)
+                _count("ClaimConflicts")
+                raise ConflictError(
+                    f"job '{job_id}' is claimed by site '{job.get('site_id')}' until "
+                    f"{job['lease_expires_at']} (its lease); try again after that or claim another job"
+                )
+            operation = self._try_claim(job, site, limits, now)
+            if operation is not None:
+                return ClaimOutcome(operation, created=True)
+            _count("ClaimConflicts")  # the job changed between our read and our write: read again
+        raise ConflictError(f"job '{job_id}' kept changing hands while claiming it; retry")
+
+    def claim_next(self, site: SiteRef, workflow_id: str | None = None) -> Operation | None:
+        """Claim the oldest claimable job this site may run (POST /jobs:claim), or None.
+
+        Many sites call this at once. Each reads the oldest page of candidates and tries a few of
+        them in its own random order, so concurrent claimers spread over the page instead of all
+        colliding on the head of the queue; work per call is bounded (pages x tries).
+        """
+        if workflow_id is not None:
+            if self._workflow_limits(workflow_id) is None:
+                raise ValidationFailed(
+                    f"workflow '{workflow_id}' does not exist", loc=["body", "workflow_id"]
+                )
+            self._require_runnable(workflow_id, site)
+        token: str | None = None
+        for _ in range(CANDIDATE_PAGES):
+            now = self.clock()
+            page, token = self.store.candidates(workflow_id, iso(now), CANDIDATE_PAGE, token, brief=True)
+            runnable = [j for j in page if self._may_run(j["workflow_id"], site)]
+            self.rng.shuffle(runnable)
+            for candidate in runnable[:TRIES_PER_PAGE]:
+                limits = self._workflow_limits(candidate["workflow_id"])
+                if limits is None:
+                    continue
+                # The index lags the table: decide on a consistent read, and skip jobs taken meanwhile.
+                job = self.store.get_job(candidate["id"])
+                now = self.clock()
+                if not _claimable(job, now):
+                    continue
+                operation = self._try_claim(job, site, limits, now)
+                if operation is not None:
+                    return operation
+                _count("ClaimConflicts")
+            if not token:
+                break
+        return None
+
+    def _try_claim(
+        self, job: dict[str, Any], site: SiteRef, limits: _Limits, now: datetime
+    ) -> Operation | None:
+        """One conditional claim of `job` as read; None when it is no longer claimable as read."""
+        if not _claimable(job, now):
+            return None
+        status = JobStatus(job["status"])
+        takeover = status == JobStatus.claimed
+        attempts = int(job.get("attempts", 0))
+        lease_end = iso(now + timedelta(seconds=limits.lease_seconds))
+        op_id = self.new_id()
+        claimed = {
+            **job,
+            "status": JobStatus.claimed.value,
+            "site_id": site.id,
+            "operation_id": op_id,
+            "lease_expires_at": lease_end,
+            "attempts": attempts + 1,
+            "claims": [*job.get("claims", []), {"op_id": op_id, "site_id": site.id}],
+            "updated_at": iso(now),
+        }
+        op_item = new_operation_item(
+            op_id=op_id,
+            job_key=job["job_key"],
+            site_id=site.id,
+            created_at=iso(now),
+            lease_expires_at=lease_end,
+            lease_seconds=limits.lease_seconds,
+            max_attempts=limits.max_attempts,
+            metadata={
+                "job": job_from_item(claimed).model_dump(mode="json"),
+                "site_id": site.id,
+                "attempt": attempts + 1,
+                "lease_expires_at": lease_end,
+            },
+        )
+        write = ClaimWrite(
+            job_key=job["job_key"],
+            workflow_id=job["workflow_id"],
+            site_id=site.id,
+            now=iso(now),
+            lease_expires_at=lease_end,
+            expect_status=status,
+            expect_attempts=attempts,
+            operation=op_item,
+            expired_operation_id=job.get("operation_id") if takeover else None,
+            expired_site_id=job.get("site_id") if takeover else None,
+            expired_result={
+                "code": "lease_expired",
+                "message": f"the lease ended at {job.get('lease_expires_at')}; "
+                f"site '{site.id}' took the job over at {iso(now)}",
+            }
+            if takeover
+            else None,
+        )
+        if not self.store.start_claim(write):
+            return None
+        _count("Claims")
+        log = {"job_id": job["id"], "operation_id": op_id, "site_id": site.id, "attempt": attempts + 1}
+        if takeover:
+            _count("LeasesTakenOver")
+            logger.info(
+                "lease taken over",
+                extra={
+                    **log,
+                    "previous_site_id": job.get("site_id"),
+                    "previous_operation_id": job.get("operation_id"),
+                },
+            )
+        logger.info("job claimed", extra={**log, "lease_expires_at": lease_end})
+        return operation_from_item(op_item)
+
+    # ------------------------------------------------------------------ operations
+
+    def get_operation(self, op_id: str, site: SiteRef) -> Operation:
+        return operation_from_item(self._own_operation(op_id, site))
+
+    def _own_operation(self, op_id: str, site: SiteRef) -> dict[str, Any]:
+        op = self.store.get_operation(op_id)
+        if op is None:
+            raise NotFoundError(f"operation '{op_id}' does not exist")
+        if op["site_id"] != site.id:
+            raise ForbiddenError(f"operation '{op_id}' belongs to another site")
+        return op
+
+    def update_operation(self, op_id: str, site: SiteRef, patch: OperationPatch) -> Operation:
+        """PATCH /operations/{id}: a heartbeat, and with `done: true` the end of the job's attempt."""
+        op = self._own_operation(op_id, site)
+        metadata = self._metadata_changes(op, patch)
+        if patch.done is not True and "result" in patch.model_fields_set and patch.result is not None:
+            raise ValidationFailed(
+                'a result ends the operation: send it with "done": true', loc=["body", "result"]
+            )
+        if op.get("done"):
+            raise ConflictError(_finished_message(op))
+        now = self.clock()
+        job_id = op["metadata"]["job"]["id"]
+        workflow_id = op["metadata"]["job"]["workflow"]["id"]
+        base = {"job_key": op["job_key"], "op_id": op_id, "site_id": site.id, "workflow_id": workflow_id}
+        if patch.done:
+            attempt = int(op["metadata"].get("attempt", 1))
+            max_attempts = int(op.get("max_attempts") or job_settings().default_max_attempts)
+            if is_error_result(patch.result):
+                status = JobStatus.pending if attempt < max_attempts else JobStatus.failed
+            else:
+                status = JobStatus.done
+            write = OperationWrite(
+                **base, now=iso(now), metadata=metadata, job_status=status, result=patch.result
+            )
+        else:
+            lease_end = iso(now + timedelta(seconds=int(op.get("lease_seconds") or 0) or _default_lease()))
+            write = OperationWrite(**base, now=iso(now), metadata=metadata, lease_expires_at=lease_end)
+        if not self.store.apply(write):
+            raise ConflictError(self._fenced_message(op_id))
+        log = {"job_id": job_id, "operation_id": op_id, "site_id": site.id}
+        if write.job_status is None:
+            logger.debug("operation heartbeat", extra={**log, "lease_expires_at": write.lease_expires_at})
+        elif write.job_status == JobStatus.done:
+            _count("JobsDone")
+            logger.info("job done", extra=log)
+        elif write.job_status == JobStatus.pending:
+            _count("JobsRetried")
+            logger.info("job failed this attempt and is pending again", extra={**log, "error": patch.result})
+        else:
+            _count("JobsFailed")
+            logger.info("job failed for good", extra={**log, "error": patch.result})
+        return self.get_operation(op_id, site)
+
+    def release(self, job_id: str, site: SiteRef) -> Operation:
+        """POST /jobs/{id}:release: the holder gives the job back; its operation ends cancelled."""
+        job = self.store.get_job(job_id)
+        if job["status"] != JobStatus.claimed:
+            raise ConflictError(
+                f"job '{job_id}' is {job['status']}, not claimed; there is nothing to release"
+            )
+        if job.get("site_id") != site.id:
+            raise ForbiddenError(f"job '{job_id}' is claimed by another site; only the holder may release it")
+        op_id = job["operation_id"]
+        write = OperationWrite(
+            job_key=job["job_key"],
+            op_id=op_id,
+            site_id=site.id,
+            workflow_id=job["workflow_id"],
+            now=iso(self.clock()),
+            metadata={"cancelled": True},
+            job_status=JobStatus.pending,
+            result=None,
+        )
+        if not self.store.apply(write):
+            raise ConflictError(self._fenced_message(op_id))
+        logger.info("job released", extra={"job_id": job_id, "operation_id": op_id, "site_id": site.id})
+        return self.get_operation(op_id, site)
+
+    def _metadata_changes(self, op: dict[str, Any], patch: OperationPatch) -> dict[str, Any]:
+        """What a PATCH adds to the operation's metadata (shallow merge), after the rules."""
+        size = len(json.dumps(patch.model_dump(mode="json"), default=str))
+        if size > MAX_PATCH_BYTES:
+            raise PayloadTooLargeError(
+                f"the PATCH body is {size} bytes; keep result and metadata under {MAX_PATCH_BYTES} bytes "
+                "and store large outputs as objects (POST /objects), referring to them by id"
+            )
+        changes = dict(patch.metadata or {})
+        current = op.get("metadata") or {}
+        changed = sorted(k for k in IMMUTABLE_METADATA if k in changes and changes[k] != current.get(k))
+        if changed:
+            raise ValidationFailed(
+                f"metadata keys {', '.join(changed)} are set by the service and cannot change",
+                loc=["body", "metadata"],
+            )
+        for key in (*IMMUTABLE_METADATA, *SERVICE_METADATA):
+            changes.pop(key, None)
+        bad = sorted(k for k in changes if not k or len(k) > 255)
+        if bad:
+            raise ValidationFailed("metadata keys must be 1 to 255 characters long", loc=["body", "metadata"])
+        if len(changes) > MAX_METADATA_KEYS:
+            raise ValidationFailed(
+                f"a PATCH may set at most {MAX_METADATA_KEYS} metadata keys", loc=["body", "metadata"]
+            )
+        return changes
+
+    def _fenced_message(self, op_id: str) -> str:
+        op = self.store.get_operation(op_id)
+        if op is not None and op.get("done"):
+            return _finished_message(op)
+        return f"operation '{op_id}' no longer holds its job (the lease ended and another claim took it)"
+
+
+def _claimable(job: dict[str, Any], now: datetime) -> bool:
+    """Pending, or claimed with a lease that ended before now."""
+    if job["status"] == JobStatus.pending:
+        return True
+    return job["status"] == JobStatus.claimed and job.get("lease_expires_at", "") < iso(now)
+
+
+def _default_lease() -> int:
+    return job_settings().default_lease_seconds
+
+
+def _finished_message(op: dict[str, Any]) -> str:
+    result = op.get("result")
+    if isinstance(result, dict) and result.get("code") == "lease_expired":
+        return (
+            f"operation '{op['id']}' is finished: {result.get('message')}; nothing it sends changes the job"
+        )
+    if (op.get("metadata") or {}).get("cancelled"):
+        return f"operation '{op['id']}' is finished: the job was released"
+    return f"operation '{op['id']}' is finished (done); it cannot be changed"

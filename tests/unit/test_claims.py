@@ -1,0 +1,526 @@
+"""Claim, lease and operation rules (logic/claims.py) against in-memory fakes and a fake clock."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobtriggers.dal.claims import ClaimWrite, OperationWrite
+from jobtriggers.dal.jobs import new_job_item
+from jobtriggers.dal.operations import site_done
+from jobtriggers.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationFailed,
+)
+from jobtriggers.logic.claims import (
+    CANDIDATE_PAGES,
+    TRIES_PER_PAGE,
+    ClaimService,
+    OperationPatch,
+    SiteRef,
+    is_error_result,
+)
+from jobtriggers.models import JobStatus, Workflow, iso
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeStore:
+    """The ClaimStore contract in memory: the same guards the DynamoDB transactions check."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.ops: dict[str, dict[str, Any]] = {}
+        # Runs just before a write is checked: lets a test change the job under the claimer.
+        self.before_write: Callable[[], None] | None = None
+
+    def add_job(self, workflow_id: str, object_id: str, created_at: datetime = T0) -> str:
+        item = new_job_item(workflow_id, object_id, None, iso(created_at))
+        self.jobs[item["job_key"]] = item
+        return str(item["id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return next(j for j in self.jobs.values() if j["id"] == job_id)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        for job in self.jobs.values():
+            if job["id"] == job_id:
+                return copy.deepcopy(job)
+        raise NotFoundError(f"job '{job_id}' does not exist")
+
+    def get_operation(self, op_id: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.ops.get(op_id))
+
+    def candidates(
+        self,
+        workflow_id: str | None,
+        now: str,
+        limit: int,
+        page_token: str | None = None,
+        brief: bool = False,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        def wanted(j: dict[str, Any]) -> bool:
+            return workflow_id is None or j["workflow_id"] == workflow_id
+
+        pending = sorted(
+            (j for j in self.jobs.values() if j["status"] == "pending" and wanted(j)),
+            key=lambda j: j["queue_at"],
+        )
+        ended = sorted(
+            (j for j in self.jobs.values() if j["status"] == "claimed" and j["queue_at"] < now and wanted(j)),
+            key=lambda j: j["queue_at"],
+        )
+        everything = pending + ended
+        start = int(page_token or 0)
+        page = everything[start : start + limit]
+        more = start + limit < len(everything)
+        return copy.deepcopy(page), (str(start + limit) if more else None)
+
+    def start_claim(self, claim: ClaimWrite) -> bool:
+        if self.before_write:
+            self.before_write()
+        job = self.jobs[claim.job_key]
+        if job["status"] != claim.expect_status or job["attempts"] != claim.expect_attempts:
+            return False
+        if claim.expect_status == JobStatus.claimed and (
+            job["operation_id"] != claim.expired_operation_id or not job["lease_expires_at"] < claim.now
+        ):
+            return False
+        if claim.operation["id"] in self.ops:
+            return False
+        job.update(
+            status="claimed",
+            workflow_status=f"{claim.workflow_id}#claimed",
+            site_id=claim.site_id,
+            operation_id=claim.operation["id"],
+            lease_expires_at=claim.lease_expires_at,
+            queue_at=claim.lease_expires_at,
+            attempts=claim.expect_attempts + 1,
+            claims=[*job["claims"], {"op_id": claim.operation["id"], "site_id": claim.site_id}],
+        )
+        self.ops[claim.operation["id"]] = copy.deepcopy(claim.operation)
+        if claim.expired_operation_id and claim.expired_site_id:
+            self.ops[claim.expired_operation_id].update(
+                done=True, result=claim.expired_result, site_done=site_done(claim.expired_site_id, True)
+            )
+        return True
+
+    def apply(self, write: OperationWrite) -> bool:
+        if self.before_write:
+            self.before_write()
+        job, op = self.jobs[write.job_key], self.ops[write.op_id]
+        if job["status"] != "claimed" or job["operation_id"] != write.op_id:
+            return False
+        if op["done"] or op["site_id"] != write.site_id:
+            return False
+        op["metadata"].update(write.metadata)
+        if write.job_status is None:
+            job.update(lease_expires_at=write.lease_expires_at, queue_at=write.lease_expires_at)
+            op["metadata"]["lease_expires_at"] = write.lease_expires_at
+            op["expire_time"] = write.lease_expires_at
+        else:
+            job.update(status=write.job_status.value, queue_at=write.now)
+            job.pop("lease_expires_at", None)
+            if write.job_status in (JobStatus.done, JobStatus.failed):
+                job["result"] = write.result
+            op.update(done=True, result=write.result, site_done=site_done(write.site_id, True))
+        return True
+
+
+class FakeRegistry:
+    def __init__(self, *workflows: Workflow) -> None:
+        self.workflows = {w.id: w for w in workflows}
+
+    def get(self, kind: str, entry_id: str) -> Workflow:
+        assert kind == "workflow"
+        if entry_id not in self.workflows:
+            raise NotFoundError(f"workflow '{entry_id}' does not exist")
+        return self.workflows[entry_id]
+
+
+def _workflow(wf_id: str, **kw: Any) -> Workflow:
+    return Workflow(id=wf_id, name=wf_id, created_at=T0, **kw)
+
+
+A, B = SiteRef.of("site-a"), SiteRef.of("site-b")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def service(store: FakeStore, clock: Clock) -> ClaimService:
+    registry = FakeRegistry(
+        _workflow("wf", lease_seconds=60, max_attempts=2),
+        _workflow("gpu-wf", capability_ids=["gpu", "big-mem"]),
+        _workflow("default-wf"),
+    )
+    return ClaimService(store, registry, clock=clock, rng=random.Random(7))
+
+
+def test_claim_of_a_pending_job_returns_an_nmdc_shaped_operation(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given a pending job of a workflow with a 60 s lease
+    job_id = store.add_job("wf", "obj-1")
+    # When site A claims it
+    outcome = service.claim(job_id, A)
+    # Then A holds a new operation in the NMDC Runtime's shape, and the job records the claim
+    op = outcome.operation
+    assert outcome.created is True
+    assert op.done is False and op.result is None
+    lease_end = iso(clock.now + timedelta(seconds=60))
+    assert op.expire_time == lease_end
+    assert op.metadata["site_id"] == "site-a"
+    assert op.metadata["attempt"] == 1
+    assert op.metadata["lease_expires_at"] == lease_end
+    assert op.metadata["job"]["id"] == job_id
+    assert op.metadata["job"]["config"] == {"object_id": "obj-1"}
+    job = store.job(job_id)
+    assert (job["status"], job["site_id"], job["operation_id"], job["attempts"]) == (
+        "claimed",
+        "site-a",
+        op.id,
+        1,
+    )
+    assert job["claims"] == [{"op_id": op.id, "site_id": "site-a"}]
+    assert job["queue_at"] == lease_end
+
+
+def test_workflow_without_limits_gets_the_default_lease(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given a workflow that sets no lease_seconds
+    job_id = store.add_job("default-wf", "o")
+    # When it is claimed
+    op = service.claim(job_id, A).operation
+    # Then the lease is the default hour
+    assert op.metadata["lease_expires_at"] == iso(clock.now + timedelta(seconds=3600))
+
+
+def test_same_site_claiming_again_gets_the_same_operation(service: ClaimService, store: FakeStore) -> None:
+    # Given site A holds a live lease on a job
+    job_id = store.add_job("wf", "o")
+    first = service.claim(job_id, A)
+    # When A retries the claim
+    again = service.claim(job_id, A)
+    # Then it gets the same operation and nothing new is written
+    assert again.created is False
+    assert again.operation.id == first.operation.id
+    assert len(store.ops) == 1
+    assert store.job(job_id)["attempts"] == 1
+
+
+def test_another_sites_live_lease_is_a_409_naming_holder_and_lease_end(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given site A holds a live lease
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    clock.advance(59)
+    # When site B claims the job before the lease ends
+    with pytest.raises(ConflictError) as err:
+        service.claim(job_id, B)
+    # Then B is told who holds it and until when
+    assert "site-a" in err.value.detail
+    assert op.metadata["lease_expires_at"] in err.value.detail
+
+
+def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given site A's lease has ended (the clock moved past it)
+    job_id = store.add_job("wf", "o")
+    old = service.claim(job_id, A).operation
+    clock.advance(61)
+    # When site B claims the job
+    new = service.claim(job_id, B).operation
+    # Then B holds it with attempt 2, and A's operation is closed as expired
+    job = store.job(job_id)
+    assert (job["site_id"], job["operation_id"], job["attempts"]) == ("site-b", new.id, 2)
+    assert new.metadata["attempt"] == 2
+    assert store.ops[old.id]["done"] is True
+    assert store.ops[old.id]["result"]["code"] == "lease_expired"
+    # And nothing A sends changes the job any more: heartbeat, completion and release all fail
+    before = copy.deepcopy(job)
+    with pytest.raises(ConflictError, match="lease ended"):
+        service.update_operation(old.id, A, OperationPatch(metadata={"progress": 1}))
+    with pytest.raises(ConflictError):
+        service.update_operation(old.id, A, OperationPatch(done=True, result={"outputs": []}))
+    with pytest.raises(ForbiddenError):
+        service.release(job_id, A)
+    assert store.job(job_id) == before
+
+
+def test_finished_jobs_cannot_be_claimed(service: ClaimService, store: FakeStore) -> None:
+    # Given one done job and one failed job
+    done_id, failed_id = store.add_job("wf", "d"), store.add_job("wf", "f")
+    store.job(done_id)["status"] = "done"
+    store.job(failed_id)["status"] = "failed"
+    # When a site claims them, Then each is a 409 that says why
+    for job_id, status in ((done_id, "done"), (failed_id, "failed")):
+        with pytest.raises(ConflictError, match=status):
+            service.claim(job_id, A)
+
+
+def test_missing_capabilities_are_a_403_naming_them(service: ClaimService, store: FakeStore) -> None:
+    # Given a workflow that needs gpu and big-mem
+    job_id = store.add_job("gpu-wf", "o")
+    # When a site with only gpu claims it
+    with pytest.raises(ForbiddenError) as err:
+        service.claim(job_id, SiteRef.of("site-a", ["gpu"]))
+    # Then the 403 names what it lacks, and the job is untouched
+    assert "big-mem" in err.value.detail and "gpu," not in err.value.detail
+    assert store.job(job_id)["status"] == "pending"
+    # And a site with both may claim it
+    assert service.claim(job_id, SiteRef.of("site-b", ["gpu", "big-mem", "x"])).created
+
+
+def test_unknown_job_is_404(service: ClaimService) -> None:
+    # Given no job, When a site claims an id, Then 404
+    with pytest.raises(NotFoundError):
+        service.claim("bm9wZSNub3Bl", A)
+
+
+def test_a_claim_that_loses_the_race_reports_the_winner(service: ClaimService, store: FakeStore) -> None:
+    # Given site B claims the job between site A's read and A's write
+    job_id = store.add_job("wf", "o")
+    other = ClaimService(store, service.workflows, clock=service.clock)
+
+    def interfere() -> None:
+        store.before_write = None
+        other.claim(job_id, B)
+
+    store.before_write = interfere
+    # When A's conditional write is checked
+    with pytest.raises(ConflictError) as err:
+        service.claim(job_id, A)
+    # Then A's write failed, A re-read the job and was told B holds it; one operation exists
+    assert "site-b" in err.value.detail
+    assert len(store.ops) == 1
+    assert store.job(job_id)["site_id"] == "site-b"
+
+
+def test_success_result_makes_the_job_done_with_its_result(service: ClaimService, store: FakeStore) -> None:
+    # Given a claimed job
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    # When the holder reports done with outputs
+    result = {"outputs": ["obj-9"], "n": 2}
+    finished = service.update_operation(op.id, A, OperationPatch(done=True, result=result))
+    # Then the operation is done with the result, and so is the job
+    assert finished.done is True and finished.result == result
+    job = store.job(job_id)
+    assert job["status"] == "done" and job["result"] == result
+    # And a further PATCH is a 409
+    with pytest.raises(ConflictError, match="finished"):
+        service.update_operation(op.id, A, OperationPatch(metadata={"late": True}))
+
+
+def test_error_results_retry_until_max_attempts_then_fail(service: ClaimService, store: FakeStore) -> None:
+    # Given a workflow with max_attempts 2
+    job_id = store.add_job("wf", "o")
+    error = {"code": "exit_1", "message": "boom", "details": {"stderr_tail": "Traceback"}}
+    # When the first attempt ends in an error
+    op1 = service.claim(job_id, A).operation
+    service.update_operation(op1.id, A, OperationPatch(done=True, result=error))
+    # Then the job is pending again (retried), its lease gone
+    job = store.job(job_id)
+    assert job["status"] == "pending" and "lease_expires_at" not in job
+    # When the second attempt ends in an error too
+    op2 = service.claim(job_id, B).operation
+    assert op2.metadata["attempt"] == 2
+    service.update_operation(op2.id, B, OperationPatch(done=True, result=error))
+    # Then the job has failed for good, with the error as its result, and cannot be claimed
+    job = store.job(job_id)
+    assert job["status"] == "failed" and job["result"] == error
+    with pytest.raises(ConflictError):
+        service.claim(job_id, A)
+
+
+def test_heartbeat_renews_the_lease_and_merges_metadata(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given a claimed job, 50 s into its 60 s lease
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    clock.advance(50)
+    # When the holder PATCHes progress
+    patched = service.update_operation(op.id, A, OperationPatch(metadata={"progress": 0.5, "stage": "asm"}))
+    # Then the lease runs 60 s from now, and the metadata keeps the service's keys next to the site's
+    lease_end = iso(clock.now + timedelta(seconds=60))
+    assert store.job(job_id)["lease_expires_at"] == lease_end
+    assert patched.metadata["lease_expires_at"] == lease_end == patched.expire_time
+    assert patched.metadata["progress"] == 0.5 and patched.metadata["stage"] == "asm"
+    assert patched.metadata["job"]["id"] == job_id
+    # And past the old lease end another site still cannot take the job
+    clock.advance(20)
+    with pytest.raises(ConflictError, match="site-a"):
+        service.claim(job_id, B)
+
+
+def test_metadata_keys_the_service_owns_cannot_change(service: ClaimService, store: FakeStore) -> None:
+    # Given a claimed job
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    # When the holder tries to change job, site_id or attempt, Then 422 naming the key
+    for key, value in (("site_id", "site-b"), ("attempt", 9), ("job", {"id": "x"})):
+        with pytest.raises(ValidationFailed, match=key):
+            service.update_operation(op.id, A, OperationPatch(metadata={key: value}))
+    # And sending them back unchanged (as a client echoing the operation does) is accepted
+    same = service.update_operation(op.id, A, OperationPatch(metadata=dict(op.metadata) | {"note": "x"}))
+    assert same.metadata["note"] == "x" and same.metadata["attempt"] == 1
+
+
+def test_only_the_holder_may_read_or_patch_an_operation(service: ClaimService, store: FakeStore) -> None:
+    # Given site A's operation
+    op = service.claim(store.add_job("wf", "o"), A).operation
+    # When site B reads or patches it, Then 403
+    with pytest.raises(ForbiddenError):
+        service.get_operation(op.id, B)
+    with pytest.raises(ForbiddenError):
+        service.update_operation(op.id, B, OperationPatch(done=True, result={}))
+    # And an unknown operation is 404
+    with pytest.raises(NotFoundError):
+        service.get_operation("nope", A)
+
+
+def test_patch_rules_on_body_shape(service: ClaimService, store: FakeStore) -> None:
+    # Given a claimed job
+    op = service.claim(store.add_job("wf", "o"), A).operation
+    # When a result comes without done: true, Then 422
+    with pytest.raises(ValidationFailed, match="done"):
+        service.update_operation(op.id, A, OperationPatch(result={"outputs": []}))
+    # When the body is huge, Then 413 pointing at objects
+    with pytest.raises(PayloadTooLargeError, match="objects"):
+        service.update_operation(op.id, A, OperationPatch(metadata={"log": "x" * 70_000}))
+    # When a key is empty, Then 422
+    with pytest.raises(ValidationFailed):
+        service.update_operation(op.id, A, OperationPatch(metadata={"": 1}))
+    # And the operation is still live after all of these
+    assert store.ops[op.id]["done"] is False
+
+
+def test_release_by_holder_returns_the_job_and_cancels_the_operation(
+    service: ClaimService, store: FakeStore
+) -> None:
+    # Given site A holds a job
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    # When site B releases it, Then 403
+    with pytest.raises(ForbiddenError):
+        service.release(job_id, B)
+    # When A releases it
+    released = service.release(job_id, A)
+    # Then the job is pending, the operation done and cancelled
+    assert store.job(job_id)["status"] == "pending"
+    assert released.id == op.id and released.done is True and released.metadata["cancelled"] is True
+    # And releasing again is a 409 (not claimed), and B may claim it now
+    with pytest.raises(ConflictError, match="not claimed"):
+        service.release(job_id, A)
+    assert service.claim(job_id, B).operation.metadata["attempt"] == 2
+
+
+def test_claim_next_takes_the_oldest_runnable_jobs_first(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given an older job the site may not run (gpu) and three it may run
+    store.add_job("gpu-wf", "g", created_at=T0 - timedelta(hours=1))
+    ids = [store.add_job("wf", f"o{i}", created_at=T0 + timedelta(seconds=i)) for i in range(3)]
+    # When site A claims the next job three times, and a fourth
+    claimed = [service.claim_next(A) for _ in range(3)]
+    fourth = service.claim_next(A)
+    # Then it got each runnable job once, never the gpu one, and then nothing
+    assert sorted(op.metadata["job"]["id"] for op in claimed if op) == sorted(ids)
+    assert fourth is None
+
+
+def test_claim_next_picks_up_ended_leases(service: ClaimService, store: FakeStore, clock: Clock) -> None:
+    # Given a job whose holder's lease ended
+    job_id = store.add_job("wf", "o")
+    service.claim(job_id, A)
+    assert service.claim_next(B, "wf") is None
+    clock.advance(61)
+    # When site B asks for the next job of the workflow
+    op = service.claim_next(B, "wf")
+    # Then it takes that job over
+    assert op is not None and op.metadata["job"]["id"] == job_id and op.metadata["attempt"] == 2
+
+
+def test_claim_next_checks_the_named_workflow(service: ClaimService, store: FakeStore) -> None:
+    # Given jobs of a gpu workflow, When a site without gpu names it, Then 403
+    store.add_job("gpu-wf", "o")
+    with pytest.raises(ForbiddenError, match="gpu"):
+        service.claim_next(A, "gpu-wf")
+    # When a site names a workflow that does not exist, Then 422
+    with pytest.raises(ValidationFailed, match="nope"):
+        service.claim_next(A, "nope")
+
+
+def test_claim_next_spreads_claimers_and_bounds_its_tries(store: FakeStore, clock: Clock) -> None:
+    # Given 100 pending jobs, and a store where every claim loses its race (a crowd of claimers)
+    for i in range(100):
+        store.add_job("wf", f"o{i}", created_at=T0 + timedelta(seconds=i))
+    tried: list[str] = []
+
+    def always_lose(claim: ClaimWrite) -> bool:
+        tried.append(claim.job_key)
+        return False
+
+    store.start_claim = always_lose  # type: ignore[method-assign]
+    registry = FakeRegistry(_workflow("wf", lease_seconds=60))
+    firsts = set()
+    for seed in range(8):
+        # When eight sites (each its own random order) ask for the next job
+        tried.clear()
+        op = ClaimService(store, registry, clock=clock, rng=random.Random(seed)).claim_next(
+            SiteRef.of(f"s{seed}")
+        )
+        # Then each gives up with None after a bounded number of tries
+        assert op is None
+        assert len(tried) == len(set(tried)) == TRIES_PER_PAGE * CANDIDATE_PAGES
+        firsts.add(tried[0])
+    # And they did not all start at the head of the queue
+    assert len(firsts) >= 4
+
+
+@pytest.mark.parametrize(
+    ("result", "is_error"),
+    [
+        ({"code": "exit_1", "message": "boom"}, True),
+        ({"code": "x", "message": "y", "details": {"a": 1}}, True),
+        ({"code": "x", "message": "y", "outputs": []}, False),
+        ({"outputs": ["o"]}, False),
+        (None, False),
+        ({"code": 1, "message": "y"}, False),
+    ],
+)
+def test_error_results_are_recognised_by_their_shape(result: Any, is_error: bool) -> None:
+    # Given a result, When classified, Then only {code, message, details?} with strings is an error
+    assert is_error_result(result) is is_error
