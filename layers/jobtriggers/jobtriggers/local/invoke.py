@@ -2,17 +2,18 @@
 Lambda-shaped context.
 
 Each function's `functions/<CodeUri>/app.py` is imported with importlib from its file (never via
-sys.path) under a unique module name. On AWS every invocation has a process to itself; here a
-function's invocations share the package's singletons (the API resolver keeps the current event on
-its app object), so each function runs one invocation at a time, like a single warm container;
-different functions (the stream's TriggerResolver and the API) run side by side.
-Races between writers are tested where they really happen: the data layer against moto.
+sys.path) under a unique module name. A "container" serves one invocation at a time, as on Lambda;
+concurrent requests get more containers (up to a limit). On AWS each container is a process of its
+own; here each gets its own copy of the modules that keep per-app state (`jobtriggers.api`: the
+resolvers keep the current event on their app object), while the rest of the package (models,
+data access, Powertools' Logger and Metrics) is shared by the process.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +29,11 @@ from jobtriggers.local.template import FunctionSpec
 Handler = Callable[[dict[str, Any], Any], Any]
 
 LOCAL_ACCOUNT = "123456789012"
+# Modules whose globals are per-app state: every container imports its own copy.
+CONTAINER_PACKAGES: tuple[str, ...] = ("jobtriggers.api",)
+DEFAULT_MAX_CONTAINERS = 8
 _module_counter = itertools.count(1)
+_import_lock = threading.Lock()
 
 
 class FunctionNotAvailable(RuntimeError):
@@ -64,8 +69,21 @@ def handler_path(root: Path, spec: FunctionSpec) -> tuple[Path, str]:
     return root / spec.code_uri / f"{module.replace('.', '/')}.py", attr
 
 
-def load_handler(path: Path, attr: str = "lambda_handler", label: str = "fn") -> Handler:
-    """Import one handler file as a fresh module (its own globals) and return its handler."""
+def _in_packages(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def load_handler(
+    path: Path,
+    attr: str = "lambda_handler",
+    label: str = "fn",
+    isolate: tuple[str, ...] = CONTAINER_PACKAGES,
+) -> Handler:
+    """Import one handler file as a fresh module and return its handler.
+
+    The modules under `isolate` are imported afresh for it and then taken out of sys.modules again,
+    so this handler keeps its own copies and everyone else keeps the ones they had.
+    """
     if not path.is_file():
         raise FunctionNotAvailable(f"{path} does not exist")
     name = f"jobtriggers_local_{label}_{next(_module_counter)}"
@@ -73,7 +91,21 @@ def load_handler(path: Path, attr: str = "lambda_handler", label: str = "fn") ->
     if spec is None or spec.loader is None:
         raise FunctionNotAvailable(f"{path} cannot be imported")
     module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with _import_lock:
+        saved = {k: m for k, m in list(sys.modules.items()) if _in_packages(k, isolate)}
+        for k in saved:
+            del sys.modules[k]
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            for k in [k for k in list(sys.modules) if _in_packages(k, isolate)]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+            # `import a.b` also set attribute b on package a: point it back at the original.
+            for package in isolate:
+                parent_name, _, child = package.rpartition(".")
+                if package in saved and parent_name in sys.modules:
+                    setattr(sys.modules[parent_name], child, saved[package])
     handler = getattr(module, attr, None)
     if not callable(handler):
         raise FunctionNotAvailable(f"{path} has no callable {attr}")
@@ -81,7 +113,11 @@ def load_handler(path: Path, attr: str = "lambda_handler", label: str = "fn") ->
 
 
 class FunctionPool:
-    """One warm "container" per function, loaded on first use, serving one invocation at a time."""
+    """Warm "containers" per function, loaded on demand; each serves one invocation at a time.
+
+    A function gets at most `max_containers`; further invocations wait for one to be free (as
+    with reserved concurrency, minus the throttling error).
+    """
 
     def __init__(
         self,
@@ -89,29 +125,54 @@ class FunctionPool:
         root: Path,
         name_prefix: str = "jobtriggers-local",
         timeouts: dict[str, float] | None = None,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
     ) -> None:
         self.functions = functions
         self.root = root
         self.name_prefix = name_prefix
         self.timeouts = timeouts or {}
-        self._loaded: dict[str, Handler] = {}
-        self._busy: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
+        self.max_containers = max_containers
+        self._idle: dict[str, list[Handler]] = {}
+        self._containers: dict[str, int] = {}
+        self._changed = threading.Condition()
+
+    def containers(self, function: str) -> int:
+        """How many containers the function has (busy or idle)."""
+        with self._changed:
+            return self._containers.get(function, 0)
+
+    def _checkout(self, function: str) -> Handler:
+        spec = self.functions.get(function)
+        if spec is None:
+            raise FunctionNotAvailable(f"template.yaml has no function {function}")
+        with self._changed:
+            while True:
+                idle = self._idle.setdefault(function, [])
+                if idle:
+                    return idle.pop()
+                if self._containers.get(function, 0) < self.max_containers:
+                    self._containers[function] = self._containers.get(function, 0) + 1
+                    break
+                self._changed.wait()
+        try:
+            path, attr = handler_path(self.root, spec)
+            return load_handler(path, attr, label=function)
+        except BaseException:
+            with self._changed:
+                self._containers[function] -= 1
+                self._changed.notify()
+            raise
 
     @contextmanager
     def container(self, function: str) -> Iterator[Handler]:
-        """The function's handler, loaded if needed, held exclusively while the block runs."""
-        with self._lock:
-            busy = self._busy.setdefault(function, threading.Lock())
-        with busy:
-            handler = self._loaded.get(function)
-            if handler is None:
-                spec = self.functions.get(function)
-                if spec is None:
-                    raise FunctionNotAvailable(f"template.yaml has no function {function}")
-                path, attr = handler_path(self.root, spec)
-                handler = self._loaded[function] = load_handler(path, attr, label=function)
+        """A free container of the function (loaded if needed), held while the block runs."""
+        handler = self._checkout(function)
+        try:
             yield handler
+        finally:
+            with self._changed:
+                self._idle[function].append(handler)
+                self._changed.notify()
 
     def context(self, function: str) -> FakeLambdaContext:
         return FakeLambdaContext(
