@@ -62,6 +62,12 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         content_type = app.current_event.headers.get("content-type", "")
         return error_response(415, f"send the body as application/json, not {content_type!r}")
 
+    # A body that is not UTF-8 fails while Powertools decodes it, before validation sees it.
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response:
+        msg = f"the body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})"
+        return error_response(422, [{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
+
     @app.exception_handler(ValidationFailed)
     def _rule_broken(exc: ValidationFailed) -> Response:
         if isinstance(exc.detail, list):
