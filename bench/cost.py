@@ -19,7 +19,6 @@ backend directly; the new objects are written with a separate, uncounted client.
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,7 +26,16 @@ from typing import Any, cast
 import boto3
 from botocore.config import Config
 
-from bench.common import FUNCTIONS_DIR, SEED_DIR, TAG_TYPE, TAG_WORKFLOW, progress, step, summarize
+from bench.common import (
+    FUNCTIONS_DIR,
+    SEED_DIR,
+    TAG_TYPE,
+    TAG_WORKFLOW,
+    backend_put,
+    progress,
+    step,
+    summarize,
+)
 from bench.counting import Counts, RequestCounter
 
 PRELOAD_AT = "2025-01-01T00:00:00.000Z"
@@ -86,19 +94,6 @@ class Store:
             while request:
                 request = self.raw.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
 
-    def _backend_put(self, table: str, items: list[dict[str, Any]]) -> None:
-        """Bulk preload straight into the in-process moto server's backend (setup, never measured:
-        100,000 items over HTTP would take minutes of the benchmark's 15)."""
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.dynamodb.models import dynamodb_backends
-
-        from jobtriggers.dal.tables import to_item
-
-        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][os.environ.get("AWS_DEFAULT_REGION", "us-east-1")]
-        target = backend.get_table(table)
-        for item in items:
-            target.put_item(to_item(item))
-
     def preload(self, size: int) -> None:
         """Grow the store to `size` tagged objects, each with the job the trigger made for it."""
         from jobtriggers.dal.jobs import new_job_item
@@ -108,14 +103,14 @@ class Store:
         while self.preloaded < size:
             upto = min(size, self.preloaded + chunk)
             ids = [f"pre-{i:07d}" for i in range(self.preloaded, upto)]
-            self._backend_put(
+            backend_put(
                 self.object_types_table,
                 [{"object_id": o, "object_type_id": TAG_TYPE, "assigned_at": PRELOAD_AT} for o in ids],
             )
             jobs = [new_job_item(TAG_WORKFLOW, o, trigger_id, PRELOAD_AT) for o in ids]
             for job in jobs:
                 job["tagged_at"] = PRELOAD_AT
-            self._backend_put(self.jobs_table, jobs)
+            backend_put(self.jobs_table, jobs)
             self.preloaded = upto
             progress(f"  store: {upto:,} tagged objects with their jobs")
 
