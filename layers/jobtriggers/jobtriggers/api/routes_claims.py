@@ -70,7 +70,7 @@ def release_job(job_id: JobIdPath) -> Operation:
     security=SITE_TOKEN,
     responses={
         200: {"description": "the operation of the job this site now holds"},
-        204: {"description": "no job this site may run is claimable now"},
+        204: {"description": "no job this site may run is claimable now", "content": {}},
     },
 )
 def claim_next_job(
