@@ -316,3 +316,17 @@ def test_concurrent_requests_in_one_process_each_get_their_own_answer(api: ApiCa
     # Then every request was answered with its own object and its own site (no request saw
     # another's event: Powertools keeps the current request on a class shared by all resolvers)
     assert answers == [(201, f"{run}-{i}", f"site-{i}") for i in range(64)]
+
+
+def test_copies_of_the_api_package_share_one_resolve_lock() -> None:
+    # Given a second copy of the resolver module (the local runtime imports one per container)
+    import importlib.util
+
+    from jobtriggers.api import resolver
+
+    spec = importlib.util.spec_from_file_location("resolver_copy", resolver.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    # Then both guard Powertools' shared request state with the same lock
+    assert copy._RESOLVE_LOCK is resolver._RESOLVE_LOCK

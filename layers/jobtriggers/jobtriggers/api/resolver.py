@@ -19,16 +19,30 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Characters Powertools' route patterns accept besides letters and digits (its _SAFE_URI): keeping
 # `:` lets `/jobs/{job_id}` carry the `:claim` / `:release` suffix the resolver routes on.
 _KEEP_IN_PATH = "-._~()'!*:@,;=+&$"
 _RESOURCE_PARAM = re.compile(r"\{(\w+)\+?\}")
-# Powertools keeps the request being resolved on the BaseRouter *class*, shared by every resolver
-# and router in the process. Lambda sends one request at a time to a process; the local runtime
-# serves many threads in one process, so requests take turns here (never contended on Lambda).
-_RESOLVE_LOCK = threading.Lock()
+# Powertools keeps the request being resolved on the BaseRouter *class* (`BaseRouter.current_event`),
+# shared by every resolver and router in the process. Lambda sends one request at a time to a
+# process; the local runtime serves many threads in one process, so requests take turns (never
+# contended on Lambda). The lock hangs on that class, not on this module, so that copies of
+# jobtriggers.api (the local runtime gives each "container" its own) still share one.
+_LOCK_ATTRIBUTE = "_jobtriggers_resolve_lock"
+
+
+def _shared_resolve_lock() -> threading.Lock:
+    lock = vars(BaseRouter).get(_LOCK_ATTRIBUTE)
+    if lock is None:
+        lock = threading.Lock()
+        setattr(BaseRouter, _LOCK_ATTRIBUTE, lock)
+    return lock
+
+
+_RESOLVE_LOCK = _shared_resolve_lock()
 
 
 def encode_path_parameter(value: str) -> str:
