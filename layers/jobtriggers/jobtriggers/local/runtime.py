@@ -180,7 +180,12 @@ class LocalRuntime:
         from jobtriggers.dal.sites import SiteRepository
         from jobtriggers.logic.sites import create_site
 
-        creds = create_site(SiteRepository(), RegistryRepository(), site_id, list(capability_ids or []))
+        creds = create_site(
+            SiteRepository(self.tables["SITES_TABLE"]),
+            RegistryRepository(self.tables["REGISTRY_TABLE"]),
+            site_id,
+            list(capability_ids or []),
+        )
         return creds.model_dump()
 
     # ------------------------------------------------------------------ lifecycle
