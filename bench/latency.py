@@ -180,6 +180,9 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
 
         with step(f"latency run {run_no}: create {config.objects:,} objects (setup, in moto's backend)"):
             backend_put(runtime.tables["OBJECTS_TABLE"], [object_item(o) for o in ids])
+        # Warm-up: a token and one authorized request per thread, so the runtime has a warm container
+        # per concurrent request (as Lambda would in steady state) before the clock starts.
+        _in_threads(config.threads, ids[: config.threads], lambda o: client().get(f"/objects/{o}"))
         runtime.wait_for_stream(timeout=30)
         floor_poller.poll_once()  # takes its LATEST position before the first tag
         floor_poller.start()

@@ -53,6 +53,10 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _runs(n: int) -> str:
+    return "1 run" if n == 1 else f"{n} runs"
+
+
 def _f(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -163,7 +167,7 @@ def _latency_section(lat: dict[str, Any]) -> list[str]:
         f"{cfg['objects']:,} objects tagged `PUT /objects/{{id}}/types/{{type}}` through the local "
         f"runtime's HTTP gateway from {cfg['threads']} client threads "
         f"(poller at {1 / cfg['poll_interval']:.0f} polls/s); "
-        f"{cfg['repetitions']} runs, each on a fresh runtime. Latency is the job's `created_at` minus its "
+        f"{_runs(cfg['repetitions'])}, each on a fresh runtime. Latency is the job's `created_at` minus its "
         "`tagged_at` (the assignment's `assigned_at`), both stamped by the service. "
         "The floor is the same poller delivering the same kind of records to an empty handler.",
         "",
@@ -196,7 +200,7 @@ def _cost_section(cost: dict[str, Any]) -> list[str]:
         f"{cfg['new_tags']} other new tags (for every trigger: all objects with its type via the type "
         "index, all jobs of its workflow via `by_workflow`, a put for each missing job). "
         "Counted with a botocore hook on the data-access client; items read = items DynamoDB evaluates "
-        f"and bills (`ScannedCount`). {cfg['repetitions']} run(s): the counts are deterministic.",
+        f"and bills (`ScannedCount`). {_runs(cfg['repetitions'])}: the counts are deterministic.",
         "",
         "**Headline: items read per new job**",
         "",
@@ -250,7 +254,8 @@ def _claims_section(claims: dict[str, Any]) -> list[str]:
     cfg = claims["config"]
     out += [
         f"{cfg['sites']} sites (one thread and token each) drain {cfg['jobs']:,} pending jobs through "
-        f"the local runtime; {cfg['repetitions']} runs per mode. `claim_next`: `POST /jobs:claim` until 204. "
+        f"the local runtime; {_runs(cfg['repetitions'])} per mode. "
+        "`claim_next`: `POST /jobs:claim` until 204 (three times). "
         "`list_then_claim`: as an NMDC-style site, `GET /jobs?workflow_id=...&status=pending`, then "
         "`POST /jobs/{id}:claim` on each listed job, until the list is empty; a 409 is a conflict.",
         "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -19,9 +20,12 @@ from typing import Any
 from bench.common import DOCS_DIR, RESULTS_DIR, ROOT, not_measured, progress, quiet_lambda_environment
 
 FIGURES = ("latency", "cost", "claims", "coldstart")
+# Repetitions of a full run, chosen so that `make bench` ends inside 15 minutes on this 2-core
+# machine; `python -m bench.run --repetitions N` asks for more where there is time.
+REPS = {"latency": 1, "claims": 1}
 
 
-def configs(smoke: bool) -> dict[str, Any]:
+def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
     """Sizes and repetitions. Full: chosen so that `make bench` ends well inside 15 minutes on 2 cores."""
     from bench.claims import ClaimsConfig
     from bench.coldstart import ColdStartConfig
@@ -29,18 +33,23 @@ def configs(smoke: bool) -> dict[str, Any]:
     from bench.latency import LatencyConfig
 
     if smoke:
-        return {
+        chosen: dict[str, Any] = {
             "latency": LatencyConfig(objects=40, threads=4, repetitions=1),
             "cost": CostConfig(sizes=(50, 200), new_tags=10, repetitions=1),
             "claims": ClaimsConfig(sites=4, jobs=30, repetitions=1),
             "coldstart": ColdStartConfig(repetitions=1, handlers=("api", "trigger_resolver")),
         }
-    return {
-        "latency": LatencyConfig(objects=2_000, threads=4, repetitions=3),
-        "cost": CostConfig(sizes=(1_000, 10_000, 50_000), new_tags=200, repetitions=1),
-        "claims": ClaimsConfig(sites=16, jobs=1_000, repetitions=3),
-        "coldstart": ColdStartConfig(repetitions=3),
-    }
+    else:
+        chosen = {
+            "latency": LatencyConfig(objects=2_000, threads=4, repetitions=REPS["latency"]),
+            # Counts are deterministic: one run; more would only repeat the same numbers.
+            "cost": CostConfig(sizes=(1_000, 10_000, 50_000), new_tags=200, repetitions=1),
+            "claims": ClaimsConfig(sites=16, jobs=1_000, repetitions=REPS["claims"]),
+            "coldstart": ColdStartConfig(repetitions=3),
+        }
+    if repetitions:
+        chosen = {k: dataclasses.replace(v, repetitions=repetitions) for k, v in chosen.items()}
+    return chosen
 
 
 def _runner(name: str) -> Callable[[Any], dict[str, Any]]:
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="small sizes, one run each (checks it works)")
     parser.add_argument("--out", type=Path, help="directory for latest.json (default bench/results)")
     parser.add_argument("--markdown", type=Path, help="report path (default docs/benchmarks.md)")
+    parser.add_argument("--repetitions", type=int, help="runs per figure (default: chosen per figure)")
     parser.add_argument("--only", choices=FIGURES, action="append", help="run only these figures")
     args = parser.parse_args(argv)
 
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     moto_fastpath.install()
     out_dir = args.out or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)
     markdown = args.markdown or (out_dir / "benchmarks.md" if args.smoke else DOCS_DIR / "benchmarks.md")
-    cfgs = configs(args.smoke)
+    cfgs = configs(args.smoke, args.repetitions)
     started = time.monotonic()
     figures: dict[str, Any] = {}
     # Handlers print EMF metric lines on stdout; progress goes to stderr.
