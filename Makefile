@@ -16,6 +16,7 @@ help:
 	@echo "make run        start the local runtime on http://$(HOST):$(PORT) (creates .venv)"
 	@echo "make test       ruff, mypy, the test suite, sam validate --lint and sam build"
 	@echo "make bench      benchmarks -> bench/results/latest.json and docs/benchmarks.md"
+	@echo "make fuzz       schemathesis against the local runtime's API, long (FUZZ_EXAMPLES=300)"
 	@echo "make e2e STACK=name   end-to-end suite against a deployed stack"
 
 $(VENV)/.installed: pyproject.toml
@@ -71,6 +72,17 @@ bench: venv
 # Small sizes, one run each; tests/bench/test_bench_smoke.py runs the same in `make test`.
 bench-smoke: venv
 	$(PY) -m bench.run --smoke
+
+# The fuzzer for long: schemathesis over the local runtime's /openapi.json (`make test` runs a
+# bounded pass of the same test). FUZZ_EXAMPLES per operation and mode; FUZZ_SEED to repeat a run.
+fuzz: venv
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(VENV)/bin/pytest tests/e2e/test_fuzz.py -s -o timeout=0
+
+# The end-to-end scenarios over HTTPS against a stack deployed with `sam deploy` (AWS credentials
+# needed; without them every test is skipped saying so). `make test` never runs these.
+e2e: venv
+	@test -n "$(STACK)" || { echo "usage: make e2e STACK=<name of a stack deployed with sam deploy>"; exit 2; }
+	JOBTRIGGERS_E2E_STACK=$(STACK) $(VENV)/bin/pytest tests/e2e_aws -rs
 
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -12,15 +12,20 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "jobtriggers")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "JobTriggers")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-# Nothing in a test may reach a real AWS account, whatever the machine has configured.
-for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-    os.environ.pop(var, None)
+# Nothing in a test may reach a real AWS account, whatever the machine has configured - except
+# `make e2e STACK=name` (tests/e2e_aws), which is run with the operator's credentials on purpose.
+if not os.environ.get("JOBTRIGGERS_E2E_STACK"):
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(var, None)
+
+# tests/e2e_aws runs only through `make e2e STACK=name` (it needs a deployed stack), never in `make test`.
+collect_ignore = [] if os.environ.get("JOBTRIGGERS_E2E_STACK") else ["e2e_aws"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_DIR = ROOT / "seed"

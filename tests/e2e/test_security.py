@@ -41,7 +41,7 @@ def _forge(
     }
     payload.update(claims)
     if alg == "none":
-        return jwt.encode(payload, None, algorithm="none")
+        return jwt.encode(payload, "", algorithm="none")
     return jwt.encode(payload, key or runtime.signing_key, algorithm=alg)
 
 
