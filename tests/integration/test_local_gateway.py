@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import Iterator
@@ -23,7 +24,15 @@ def echo(event: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("handler bug")
     if event["path"].endswith("/malformed"):
         return {"body": "no status code"}
-    keys = ("resource", "path", "httpMethod", "pathParameters", "queryStringParameters", "body")
+    keys = (
+        "resource",
+        "path",
+        "httpMethod",
+        "pathParameters",
+        "queryStringParameters",
+        "body",
+        "isBase64Encoded",
+    )
     seen = {k: event[k] for k in keys}
     seen["multiValueQueryStringParameters"] = event["multiValueQueryStringParameters"]
     seen["authorizer"] = event["requestContext"].get("authorizer")
@@ -195,6 +204,21 @@ def test_a_body_over_the_limit_is_413(http: httpx.Client) -> None:
     # Then it is refused before any function runs
     assert r.status_code == 413
     assert "over" in r.json()["detail"]
+
+
+def test_bodies_that_are_not_utf8_arrive_base64_encoded_and_chunked_bodies_are_read(
+    http: httpx.Client,
+) -> None:
+    # When a binary body and a chunked body are posted
+    binary = http.post("/objects", headers=GOOD, content=b"\xff\xfe\x00").json()
+    chunked = http.post("/objects", headers=GOOD, content=iter([b'{"a":', b" 1}"])).json()
+    too_big = http.post("/objects", headers=GOOD, content=iter([b"x" * 600, b"y" * 600]))
+    # Then the handler gets base64 for the first, the joined text for the second; the third is 413
+    assert binary["isBase64Encoded"] is True
+    assert base64.b64decode(binary["body"]) == b"\xff\xfe\x00"
+    assert chunked["body"] == '{"a": 1}'
+    assert chunked["isBase64Encoded"] is False
+    assert too_big.status_code == 413
 
 
 def test_local_endpoints_show_the_dlq_and_the_counters(http: httpx.Client) -> None:
