@@ -45,6 +45,13 @@ _DYNAMODB_ERRORS = {
 }
 
 
+def _client_request_token(operation: str, body: bytes) -> str | None:
+    if operation != "TransactWriteItems" or b"ClientRequestToken" not in body:
+        return None
+    token = json.loads(body).get("ClientRequestToken")
+    return str(token) if token else None
+
+
 class _Body:
     """The `raw` an AWSResponse reads its content from."""
 
@@ -86,6 +93,8 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=16)
         self.calls = 0
+        self.replayed = 0
+        self._answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.faults: Counter[str] = Counter()
         self.by_operation: Counter[str] = Counter()
 
@@ -130,27 +139,53 @@ class FaultInjector:
 
     def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
         operation = event_name.rsplit(".", 1)[-1]
-        body = request.body or b""
-        kind = self._choose(operation, body.encode() if isinstance(body, str) else bytes(body))
+        raw = request.body or b""
+        body = raw.encode() if isinstance(raw, str) else bytes(raw)
+        replay = self._idempotent_replay(operation, body)
+        if replay is not None:
+            return replay
+        kind = self._choose(operation, body)
         if kind is None:
             return None  # botocore sends the request
         if kind in _DYNAMODB_ERRORS:
             status, code, message = _DYNAMODB_ERRORS[kind]
-            body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+            error = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
             headers = HTTPHeaders()
             headers["Content-Type"] = "application/x-amz-json-1.0"
             headers["x-amzn-RequestId"] = uuid.uuid4().hex
-            return AWSResponse(request.url, status, headers, _Body(body.encode()))
+            return AWSResponse(request.url, status, headers, _Body(error.encode()))
         if kind == LOST_RESPONSE:
             # The request arrives and is applied; only its answer is lost.
-            self._http.request(
-                request.method,
-                request.url,
-                body=body.encode() if isinstance(body, str) else body,
-                headers=dict(request.headers.items()),
-                retries=False,
+            answer = self._http.request(
+                request.method, request.url, body=body, headers=dict(request.headers.items()), retries=False
             )
+            self._remember_for_replay(operation, body, answer)
         raise ReadTimeoutError(endpoint_url=request.url)
+
+    # DynamoDB makes TransactWriteItems idempotent on its ClientRequestToken (botocore fills it in
+    # once per call, so its retries carry the same token): a retry of a transaction that went
+    # through gets the first answer again instead of a cancellation. moto does not keep tokens;
+    # replaying the lost answer here keeps a lost response as harmless as it is on AWS.
+
+    def _remember_for_replay(self, operation: str, body: bytes, answer: Any) -> None:
+        token = _client_request_token(operation, body)
+        if token and 200 <= answer.status < 300:
+            with self._lock:
+                self._answers[token] = (answer.status, dict(answer.headers), answer.data)
+
+    def _idempotent_replay(self, operation: str, body: bytes) -> AWSResponse | None:
+        token = _client_request_token(operation, body)
+        with self._lock:
+            stored = self._answers.get(token) if token else None
+            if stored:
+                self.replayed += 1
+        if not stored:
+            return None
+        status, header_map, data = stored
+        headers = HTTPHeaders()
+        for k, v in header_map.items():
+            headers[k] = v
+        return AWSResponse("", status, headers, _Body(data))
 
     # ------------------------------------------------------------------ reporting
 
@@ -166,6 +201,7 @@ class FaultInjector:
                 "rate_observed": round(sum(self.faults.values()) / self.calls, 3) if self.calls else 0.0,
                 "by_kind": dict(self.faults),
                 "by_operation": dict(self.by_operation),
+                "idempotent_replays": self.replayed,
             }
 
 
