@@ -86,3 +86,18 @@ def test_each_api_container_has_its_own_resolver_and_sys_modules_is_left_as_it_w
     assert shared.app is not first_app
     assert sys.modules["jobtriggers.api.app"] is shared
     assert sys.modules["jobtriggers"].api is jobtriggers.api
+
+
+def test_an_invocation_longer_than_the_timeout_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a function whose template Timeout is 0.1 s
+    pool = _pool(tmp_path, max_containers=1)
+    pool.timeouts["Slow"] = 0.1
+    # When an invocation takes 0.2 s
+    with caplog.at_level("WARNING", logger="local_runtime.functions"):
+        result = pool.invoke("Slow", {"n": 1, "sleep": 0.2})
+    # Then it still answers, and the log says Lambda would have cut it off
+    assert result["calls"] == [1]
+    assert "on Lambda it would have failed" in caplog.text
+    assert "Slow ran" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -27,6 +28,8 @@ from typing import Any
 from jobtriggers.local.template import FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+log = logging.getLogger("local_runtime.functions")
 
 LOCAL_ACCOUNT = "123456789012"
 # Modules whose globals are per-app state: every container imports its own copy.
@@ -181,14 +184,28 @@ class FunctionPool:
         )
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        with self.container(function) as handler:
-            return handler(event, self.context(function))
+        return self.handler_for(function)(event, self.context(function))
 
     def handler_for(self, function: str) -> Handler:
         """A callable that invokes `function` through the pool (what the stream poller is given)."""
 
         def call(event: dict[str, Any], context: Any) -> Any:
             with self.container(function) as handler:
-                return handler(event, context)
+                started = time.monotonic()
+                try:
+                    return handler(event, context)
+                finally:
+                    self._check_duration(function, time.monotonic() - started)
 
         return call
+
+    def _check_duration(self, function: str, seconds: float) -> None:
+        # Nothing is killed here, but what Lambda would have cut off must not pass unnoticed.
+        limit = self.timeouts.get(function, 10.0)
+        if seconds > limit:
+            log.warning(
+                "%s ran %.1f s, over its %.0f s Timeout: on Lambda it would have failed",
+                function,
+                seconds,
+                limit,
+            )
