@@ -241,9 +241,14 @@ def test_claimable_listing_spans_pending_and_ended_leases(service: ClaimService,
         claims.candidates("other-wf", iso(clock.now), 2, "e30")
 
 
+# The same races through the HTTP API, at the sizes the issue asks for (32 x 20, 8 x 200), are in
+# tests/e2e/test_claim_race.py; these smaller ones pin the data-access layer alone.
+RACES = 5
+
+
 def test_32_threads_claiming_one_job_have_exactly_one_winner(registry: RegistryRepository) -> None:
-    # Given 20 jobs, each raced for by 32 sites at once (a barrier releases them together)
-    ids = add_jobs("wf", 20)
+    # Given a few jobs, each raced for by 32 sites at once (a barrier releases them together)
+    ids = add_jobs("wf", RACES)
     conflicts = 0
     started = time.perf_counter()
     for job_id in ids:
@@ -266,12 +271,15 @@ def test_32_threads_claiming_one_job_have_exactly_one_winner(registry: RegistryR
         job = JobRepository().get(job_id)
         assert job.operation_id == winners[0] and job.attempts == 1 and len(job.claims) == 1
     elapsed = time.perf_counter() - started
-    print(f"\n32x20 race: {20 * 32 / elapsed:.0f} claim attempts/s, {conflicts / 20:.0f} conflicts per job")
+    print(
+        f"\n32x{RACES} race: {RACES * 32 / elapsed:.0f} claim attempts/s, "
+        f"{conflicts / RACES:.0f} conflicts per job"
+    )
 
 
-def test_8_sites_claim_200_jobs_each_exactly_once(registry: RegistryRepository) -> None:
-    # Given 200 pending jobs and 8 sites calling claim-next in a loop at once
-    ids = set(add_jobs("wf", 200))
+def test_8_sites_claim_next_jobs_each_exactly_once(registry: RegistryRepository) -> None:
+    # Given 60 pending jobs and 8 sites calling claim-next in a loop at once
+    ids = set(add_jobs("wf", 60))
     claimed: dict[str, list[str]] = {}
     calls = Counter[str]()
 
@@ -293,7 +301,7 @@ def test_8_sites_claim_200_jobs_each_exactly_once(registry: RegistryRepository) 
     elapsed = time.perf_counter() - started
     # Then every job was claimed exactly once: none lost, none twice
     every = [j for mine in claimed.values() for j in mine]
-    assert len(every) == len(set(every)) == 200
+    assert len(every) == len(set(every)) == len(ids)
     assert set(every) == ids
     # And the jobs table agrees: each job claimed once by the site that got it
     holder = {j: s for s, mine in claimed.items() for j in mine}
@@ -302,7 +310,7 @@ def test_8_sites_claim_200_jobs_each_exactly_once(registry: RegistryRepository) 
         assert item["site_id"] == holder[item["id"]]
     # And the work was spread over the sites
     assert sum(1 for mine in claimed.values() if mine) >= 4
-    print(f"\n8x200 claim-next: {200 / elapsed:.0f} claims/s, {calls['claim_next']} calls")
+    print(f"\n8x{len(ids)} claim-next: {len(ids) / elapsed:.0f} claims/s, {calls['claim_next']} calls")
 
 
 def _all_jobs() -> list[dict[str, Any]]:

@@ -313,7 +313,7 @@ class RunOutcome:
 
 
 def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
-    """Run COMMAND on the job of `op`, heartbeating; report done or the error; Ctrl-C releases."""
+    """Run COMMAND on the job of `op`, heartbeating, and report done or the error."""
     job = op.metadata["job"]
     job_id = str(job["id"])
     job_json = json.dumps(job)
@@ -326,15 +326,15 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
         text=True,
         env=_child_env(job_json),
     )
-    # The command's stdout is kept whole (its last JSON line is the result), stderr as a tail
-    # and echoed so people see progress.
-    out_lines: deque[str] = deque()
-    err_lines: deque[str] = deque(maxlen=200)
-    readers = [
-        _tail_reader(proc.stdout, out_lines, None),  # type: ignore[arg-type]
-        _tail_reader(proc.stderr, err_lines, sys.stderr),  # type: ignore[arg-type]
-    ]
     try:
+        # The command's stdout is kept whole (its last JSON line is the result), stderr as a tail
+        # and echoed so people see progress.
+        out_lines: deque[str] = deque()
+        err_lines: deque[str] = deque(maxlen=200)
+        readers = [
+            _tail_reader(proc.stdout, out_lines, None),  # type: ignore[arg-type]
+            _tail_reader(proc.stderr, err_lines, sys.stderr),  # type: ignore[arg-type]
+        ]
         with Heartbeat(api, op, on_lost=lambda: _stop(proc)) as beat:
             try:
                 assert proc.stdin is not None
@@ -345,13 +345,8 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
             returncode = proc.wait()
             for reader in readers:
                 reader.join(timeout=10)
-    except KeyboardInterrupt:
-        _stop(proc)
-        err_console.print(f"interrupted: releasing job {job_id}")
-        try:
-            api.release(job_id)
-        except SiteApiError as exc:
-            err_console.print(f"[red]could not release {job_id}:[/red] {exc.detail} (its lease will end)")
+    except BaseException:
+        _stop(proc)  # Ctrl-C (the caller releases the job) or a fault: never leave the command running
         raise
     seconds = time.monotonic() - started
     if beat.lost:
@@ -402,14 +397,15 @@ def work(
     done = 0
     # SIGTERM (a batch system ending the worker) is treated like Ctrl-C: release, then stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    op: Operation | None = None
     with site_client() as api:
         try:
             while limit is None or done < limit:
+                op = None
                 try:
                     op = api.claim_next(workflow)
                 except SiteApiError as exc:
                     _api_fail(exc)
-                    return
                 if op is None:
                     if wait <= 0:
                         err_console.print(f"no claimable {workflow} job; {done} run")
@@ -428,6 +424,18 @@ def work(
                 if as_json:
                     sys.stdout.write(json.dumps(outcome.__dict__, default=str) + "\n")
                     sys.stdout.flush()
+                op = None
         except KeyboardInterrupt:
+            if op is not None:  # claimed and not reported yet: give the job back at once
+                _release_quietly(api, op)
             err_console.print("stopped")
             raise typer.Exit(130) from None
+
+
+def _release_quietly(api: SiteClient, op: Operation) -> None:
+    job_id = op.metadata["job"]["id"]
+    err_console.print(f"interrupted: releasing job {job_id}")
+    try:
+        api.release(job_id)
+    except SiteApiError as exc:
+        err_console.print(f"[red]could not release {job_id}:[/red] {exc.detail} (its lease will end)")
