@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import boto3
 
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
@@ -13,27 +10,13 @@ from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.tables import dynamodb, to_item
 from jobtriggers.logic.triggering import TriggerResolver
 from jobtriggers.models import ObjectTypeAssignment, Trigger, job_id_for
+from tests.stream_records import stream_records
 
 
 def _register_object(tables: dict[str, str], object_id: str) -> None:
     dynamodb().put_item(
         TableName=tables["OBJECTS_TABLE"], Item=to_item({"pk": f"object#{object_id}", "id": object_id})
     )
-
-
-def _stream_records(table_name: str) -> list[dict]:
-    """Every record of the table's stream, read as the event source mapping reads them."""
-    client = boto3.client("dynamodb")
-    streams = boto3.client("dynamodbstreams")
-    arn = client.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
-    records: list[Any] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        resp = streams.get_records(ShardIterator=it)
-        records += resp["Records"]
-    return records
 
 
 def _resolver() -> TriggerResolver:
@@ -44,7 +27,7 @@ def test_metagenome_sequencing_tag_makes_one_metag_job(seeded_tables: dict[str, 
     # Given an object tagged with a type that seed/ links to metag-1.0.0
     _register_object(seeded_tables, "obj-1")
     AssignmentRepository().apply("obj-1", ["metagenome_sequencing_activity_set"], [], by="site-a")
-    records = _stream_records(seeded_tables["OBJECT_TYPES_TABLE"])
+    records = stream_records(seeded_tables["OBJECT_TYPES_TABLE"])
     # When the stream records are resolved twice (a redelivered batch)
     resolver = _resolver()
     first = [resolver.handle_stream_record(r) for r in records]
