@@ -120,18 +120,27 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         modes = claims["modes"]
         doubles = sum(m["double_claims"] for m in modes.values() if m.get("measured"))
         rows.append(("zero double claims", f"{doubles}", _verdict(doubles == 0, f"{doubles} double claims")))
-        nxt = modes.get("claim_next", {})
-        if nxt.get("measured"):
-            cps = nxt["conflicts_per_claim"]["median"]
-            rows.append(
-                (
-                    "POST /jobs:claim < 0.2 conflicts per successful claim, 16 sites",
-                    _f(cps, 3),
-                    _verdict(cps < 0.2, f"{_f(cps - 0.2, 3)} over"),
+        for mode, label in (
+            ("claim_next", "POST /jobs:claim < 0.2 conflicts per claim, {n} sites (through the local API)"),
+            (
+                "claim_next_service",
+                "claim_next < 0.2 conflicts per claim, {n} sites in parallel (service level)",
+            ),
+        ):
+            m = modes.get(mode, {})
+            if m.get("measured"):
+                cps = m["conflicts_per_claim"]["median"]
+                rows.append(
+                    (
+                        label.format(n=claims["config"]["sites"]),
+                        _f(cps, 3),
+                        _verdict(cps < 0.2, f"{_f(cps - 0.2, 3)} over"),
+                    )
                 )
-            )
-        else:
-            rows.append(("POST /jobs:claim conflicts", "-", f"not measured: {nxt.get('reason', '')}"))
+            else:
+                rows.append(
+                    (label.format(n=claims["config"]["sites"]), "-", f"not measured: {m.get('reason', '')}")
+                )
     else:
         rows.append(("claim targets", "-", f"not measured: {claims.get('reason', '')}"))
     cold = results.get("coldstart", {})
@@ -292,7 +301,9 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
         f"Fresh `python{cold['python']}` processes, {cold['config']['repetitions']} per handler; "
         f"a bare `import boto3` took {spread(cold['boto3_import_ms'], 0)} ms in the same run. "
         "Import = the handler module's imports under `-X importtime`; first invocation = wall time of "
-        "the first call with a representative event (moto over HTTP); lazy = what that call imported.",
+        "the first call with a representative event (moto over HTTP); lazy = what that call imported. "
+        "A handler that defers imports to its first call moves time out of the ratio, not out of the "
+        "cold start: the import + first invocation column is what a cold request waits.",
         "",
     ]
     rows = []
@@ -305,6 +316,7 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
                 spread(h["import_ms"], 0),
                 spread(h["ratio_to_boto3"], 2),
                 spread(h["first_invoke_ms"], 0) if h["first_invoke_ms"] else "import only",
+                _f(h["import_ms"]["median"] + (h["first_invoke_ms"] or {}).get("median", 0.0), 0),
                 _f(h["first_invoke_lazy_import_ms"], 0)
                 if h["first_invoke_lazy_import_ms"] is not None
                 else "-",
@@ -320,6 +332,7 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
             "import (ms)",
             "x boto3",
             "first invocation (ms)",
+            "import + first invocation (ms)",
             "lazy imports in it (ms)",
             "where the import time goes (ms, self time by package)",
             "target",
