@@ -310,3 +310,75 @@ def test_nmdc_site_client_calls_work_unchanged(
         req = {**req, "page_token": lor.next_page_token}
     # Then every call parsed, and the live operations are exactly the two unfinished ones
     assert sorted(seen) == sorted(o.id for o in ops[1:])
+
+
+def test_heartbeats_keep_a_long_job_past_its_first_lease(
+    local_runtime: LocalRuntime,
+    api: httpx.Client,
+    new_site: Callable[..., SiteSession],
+    client: Callable[[SiteSession], SiteClient],
+    tmp_path: Path,
+) -> None:
+    # Given a job with a 10 s lease, and a worker whose command takes 13 s
+    _, wf_id = register_workflow(local_runtime, lease_seconds=10)
+    job_id = add_job(local_runtime, wf_id)
+    a, b = new_site(), new_site()
+    proc = subprocess.Popen(
+        [
+            JOBTRIGGERS,
+            "site",
+            "work",
+            "--workflow",
+            wf_id,
+            "--once",
+            "--",
+            sys.executable,
+            "-c",
+            "import time, json; time.sleep(13); print(json.dumps({'slept': 13}))",
+        ],
+        env=site_env(local_runtime, a, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # When another site tries to take the job after the first lease would have ended
+    time.sleep(11.5)
+    # Then the worker's heartbeats (every ~3 s) kept the lease: the job is still A's
+    with pytest.raises(Conflict, match=a.site_id):
+        client(b).claim(job_id)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    job = get_job(api, a, job_id)
+    assert job["status"] == "done" and job["result"] == {"slept": 13} and job["attempts"] == 1
+    op = client(a).get_operation(job["operation_id"])
+    assert op.expire_time > op.metadata["job"]["lease_expires_at"]  # the lease was renewed
+
+
+def test_site_cli_lists_claims_releases_and_shows_operations(
+    local_runtime: LocalRuntime, new_site: Callable[..., SiteSession], tmp_path: Path
+) -> None:
+    # Given two pending jobs of a fresh workflow and a site's environment
+    _, wf_id = register_workflow(local_runtime)
+    job_ids = sorted(add_job(local_runtime, wf_id) for _ in range(2))
+    env = site_env(local_runtime, new_site(), tmp_path)
+
+    def cli(*args: str) -> Any:
+        proc = subprocess.run(
+            [JOBTRIGGERS, "site", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout) if "--json" in args else proc.stdout
+
+    # When a person lists the claimable jobs, claims one, and looks at the operations
+    assert sorted(j["id"] for j in cli("jobs", "--workflow", wf_id, "--claimable", "--json")) == job_ids
+    op = cli("claim", job_ids[0], "--json")
+    claimable = [j["id"] for j in cli("jobs", "--workflow", wf_id, "--claimable", "--json")]
+    live = cli("ops", "--live", "--json")
+    # Then the claimed job left the claimable list and its operation is live
+    assert claimable == [job_ids[1]]
+    assert [o["id"] for o in live] == [op["id"]]
+    # When it releases the job, Then the job is claimable again and the operation cancelled
+    released = cli("release", job_ids[0], "--json")
+    assert released["metadata"]["cancelled"] is True
+    assert sorted(j["id"] for j in cli("jobs", "--workflow", wf_id, "--claimable", "--json")) == job_ids
+    assert "jobs" in cli("jobs", "--workflow", wf_id)  # the table for people
