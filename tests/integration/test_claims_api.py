@@ -169,3 +169,17 @@ def test_operations_listing_and_claimable_jobs(api: ApiCaller) -> None:
     assert status == 200 and live_job not in listed and done_job not in listed
     assert all(j["status"] == "pending" for j in body["resources"])
     assert api("GET", "/jobs", query={"claimable": "true", "status": "done"}, site_id=a)[0] == 422
+
+
+def test_values_the_store_cannot_keep_are_422_not_500(api: ApiCaller) -> None:
+    # Given site A's live operation
+    a = make_site()
+    _, op = claim(api, make_job(), a)
+    path = {"operation_id": op["id"]}
+    # When it sends NaN, or a number with more digits than DynamoDB keeps
+    nan = api("PATCH", OP, path, raw_body='{"metadata": {"ratio": NaN}}', site_id=a)
+    huge = api("PATCH", OP, path, raw_body='{"metadata": {"n": 1' + "0" * 60 + "}}", site_id=a)
+    # Then both are 422 that say what is wrong, and the operation is still live
+    assert nan[0] == 422 and "NaN" in json.dumps(nan[1])
+    assert huge[0] == 422, huge
+    assert api("GET", OP, path, site_id=a)[1]["done"] is False

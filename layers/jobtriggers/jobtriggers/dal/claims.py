@@ -31,7 +31,7 @@ from jobtriggers.dal.tables import (
     to_attr,
     to_item,
 )
-from jobtriggers.errors import BadRequestError, JobTriggersError
+from jobtriggers.errors import BadRequestError, JobTriggersError, ValidationFailed
 from jobtriggers.models import JobStatus
 
 # Reasons a transaction is cancelled that mean "someone else changed the item first".
@@ -272,6 +272,17 @@ class JobClaims:
 
     def apply(self, write: OperationWrite) -> bool:
         """A heartbeat, completion, retry, failure or release; False when the operation is fenced off."""
+        try:
+            items = self._operation_write_items(write)
+        except (TypeError, ArithmeticError) as exc:  # boto3 refuses NaN, and numbers beyond 38 digits
+            raise ValidationFailed(
+                f"the store cannot keep this result or metadata ({type(exc).__name__}): use numbers "
+                "of at most 38 significant digits, or strings",
+                loc=["body"],
+            ) from exc
+        return self._transact(items, f"update operation {write.op_id}", site_data=True)
+
+    def _operation_write_items(self, write: OperationWrite) -> list[dict[str, Any]]:
         job = _Expression()
         guard = (
             f"{job.name('status')} = {job.value(JobStatus.claimed.value)}"
@@ -331,12 +342,19 @@ class JobClaims:
                 )
             },
         ]
-        return self._transact(items, f"update operation {write.op_id}")
+        return items
 
-    def _transact(self, items: list[dict[str, Any]], action: str) -> bool:
+    def _transact(self, items: list[dict[str, Any]], action: str, site_data: bool = False) -> bool:
+        """Run the transaction; False when a condition failed. `site_data`: the items carry what a
+        site sent (result, metadata), so a value the store refuses is the site's to fix (422)."""
         try:
             dynamodb().transact_write_items(TransactItems=items)  # type: ignore[arg-type]
         except ClientError as exc:
+            if site_data and error_code(exc) == "ValidationException":
+                message = exc.response.get("Error", {}).get("Message", "")
+                raise ValidationFailed(
+                    f"the store cannot keep this result or metadata: {message}", loc=["body"]
+                ) from exc
             if error_code(exc) == "TransactionCanceledException":
                 reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
                 if not reasons or reasons & _LOST_RACE_REASONS:

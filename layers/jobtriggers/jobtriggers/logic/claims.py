@@ -400,7 +400,10 @@ class ClaimService:
 
     def _metadata_changes(self, op: dict[str, Any], patch: OperationPatch) -> dict[str, Any]:
         """What a PATCH adds to the operation's metadata (shallow merge), after the rules."""
-        size = len(json.dumps(patch.model_dump(mode="json"), default=str))
+        try:
+            size = len(json.dumps(patch.model_dump(), default=str, allow_nan=False))
+        except ValueError as exc:
+            raise ValidationFailed("NaN and Infinity are not JSON; send numbers, strings or null") from exc
         if size > MAX_PATCH_BYTES:
             raise PayloadTooLargeError(
                 f"the PATCH body is {size} bytes; keep result and metadata under {MAX_PATCH_BYTES} bytes "
