@@ -524,3 +524,35 @@ def test_claim_next_spreads_claimers_and_bounds_its_tries(store: FakeStore, cloc
 def test_error_results_are_recognised_by_their_shape(result: Any, is_error: bool) -> None:
     # Given a result, When classified, Then only {code, message, details?} with strings is an error
     assert is_error_result(result) is is_error
+
+
+def test_a_claim_whose_answer_was_lost_still_counts(service: ClaimService, store: FakeStore) -> None:
+    # Given a store that applies the claim but reports a failed condition (botocore retried a
+    # transaction whose first answer was lost, and the retry found the job taken - by itself)
+    job_id = store.add_job("wf", "o")
+    real = store.start_claim
+
+    def lost_answer(claim: ClaimWrite) -> bool:
+        real(claim)
+        return False
+
+    store.start_claim = lost_answer  # type: ignore[method-assign]
+    # When the site claims the next job
+    op = service.claim_next(A)
+    # Then it gets the operation that holds the job, not None (the job would idle until its lease ends)
+    assert op is not None and store.job(job_id)["operation_id"] == op.id
+
+
+def test_a_late_heartbeat_before_any_takeover_revives_the_lease(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given site A's lease ended 5 s ago and nobody took the job
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    clock.advance(65)
+    # When A heartbeats
+    service.update_operation(op.id, A, OperationPatch())
+    # Then it holds the job again for a full lease, and B cannot take it
+    assert store.job(job_id)["lease_expires_at"] == iso(clock.now + timedelta(seconds=60))
+    with pytest.raises(ConflictError):
+        service.claim(job_id, B)

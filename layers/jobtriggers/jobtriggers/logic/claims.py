@@ -300,7 +300,7 @@ class ClaimService:
             if takeover
             else None,
         )
-        if not self.store.start_claim(write):
+        if not self.store.start_claim(write) and not self._went_through(job["id"], op_id):
             return None
         _count("Claims")
         log = {"job_id": job["id"], "operation_id": op_id, "site_id": site.id, "attempt": attempts + 1}
@@ -316,6 +316,12 @@ class ClaimService:
             )
         logger.info("job claimed", extra={**log, "lease_expires_at": lease_end})
         return operation_from_item(op_item)
+
+    def _went_through(self, job_id: str, op_id: str) -> bool:
+        """After a failed claim: was it ours after all? (The first try went through and its answer
+        was lost; botocore's retry then failed the condition.) Otherwise the job stays claimed
+        by an operation nobody knows until its lease ends."""
+        return self.store.get_job(job_id).get("operation_id") == op_id
 
     # ------------------------------------------------------------------ operations
 
