@@ -4,6 +4,8 @@ Items carry the served fields (`id`, `done`, `expire_time`, `result`, `metadata`
 - `site_id` and `created_at`                      -> by_site (a site's own operations)
 - `site_done` = "{site_id}#{true|false}"          -> by_site_done (filter by `done`)
 - `job_key`, `lease_seconds`, `max_attempts`       -> what PATCH needs without a registry read
+`expire_time` is the lease end while the operation is live (each heartbeat moves it), and the
+last lease end once it is done.
 Operations are written only together with their job, in the transactions of dal/claims.py.
 """
 
