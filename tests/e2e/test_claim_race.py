@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from jobtriggers.dal.jobs import JobRepository, new_job_item
 from jobtriggers.local.runtime import LocalRuntime
@@ -19,6 +20,8 @@ from jobtriggers.models import iso, utcnow
 
 from .conftest import SiteSession
 from .test_worker import register_workflow
+
+pytestmark = pytest.mark.slow  # about a minute each on the embedded DynamoDB
 
 
 def add_jobs(runtime: LocalRuntime, workflow_id: str, n: int) -> list[str]:
