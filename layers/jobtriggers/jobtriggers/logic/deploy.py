@@ -48,6 +48,7 @@ def handle_seed_event(
         "LogicalResourceId": event.get("LogicalResourceId"),
         "PhysicalResourceId": event.get("PhysicalResourceId") or PHYSICAL_ID,
     }
+    body: dict[str, Any]
     try:
         if request_type == "Delete":
             # The registry tables are retained with the stack's data; nothing to undo.
