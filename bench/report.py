@@ -256,6 +256,17 @@ def _cost_section(cost: dict[str, Any]) -> list[str]:
     return out
 
 
+def _once(m: dict[str, Any], cfg: dict[str, Any]) -> str:
+    if m["exactly_once"]:
+        return "yes"
+    if m.get("no_double_claims") and not m.get("drained", True):
+        return (
+            f"yes: no job claimed twice; {m['claimed']:,} claimed, {m['unclaimed']:,} still pending "
+            f"when the {cfg.get('max_seconds', 0):.0f} s cap ended the mode"
+        )
+    return f"**NO** ({m['double_claims']} double, {m['unclaimed']} left)"
+
+
 def _claims_section(claims: dict[str, Any]) -> list[str]:
     out = ["## 3. Claims", ""]
     if not claims.get("measured"):
@@ -280,9 +291,7 @@ def _claims_section(claims: dict[str, Any]) -> list[str]:
                 spread(m["claims_per_s"]),
                 spread(m["conflicts_per_claim"], 3),
                 spread(m["requests_per_claim"], 2),
-                "yes"
-                if m["exactly_once"]
-                else f"**NO** ({m['double_claims']} double, {m['unclaimed']} left)",
+                _once(m, cfg),
             ]
         )
     out += _table(

@@ -36,7 +36,7 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
         chosen: dict[str, Any] = {
             "latency": LatencyConfig(objects=40, threads=4, repetitions=1),
             "cost": CostConfig(sizes=(50, 200), new_tags=10, repetitions=1),
-            "claims": ClaimsConfig(sites=4, jobs=30, repetitions=1),
+            "claims": ClaimsConfig(sites=4, jobs=30, repetitions=1, max_seconds=60),
             "coldstart": ColdStartConfig(repetitions=1, handlers=("api", "trigger_resolver")),
         }
     else:
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = configs(args.smoke, args.repetitions)
     started = time.monotonic()
     figures: dict[str, Any] = {}
+    command = "make bench-smoke" if args.smoke else "make bench"
+    from bench import report
+
     # Handlers print EMF metric lines on stdout; progress goes to stderr.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         for name in args.only or FIGURES:
@@ -109,16 +112,18 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 figures[name] = not_measured(f"{type(exc).__name__}: {exc}")
                 progress(f"figure {name} failed: {exc}")
+            # What is done so far is on disk, should a later figure be interrupted.
+            partial = report.envelope(command, time.monotonic() - started, figures, NOTES)
+            report.write(partial, out_dir / "partial.json", out_dir / "partial.md")
     runtime = time.monotonic() - started
-    command = "make bench-smoke" if args.smoke else "make bench"
-    from bench import report
-
     results = report.envelope(command, runtime, figures, NOTES)
     json_path = out_dir / "latest.json"
     results["json_path"] = (
         str(json_path.relative_to(ROOT)) if json_path.is_relative_to(ROOT) else str(json_path)
     )
     report.write(results, out_dir / "latest.json", markdown)
+    for leftover in (out_dir / "partial.json", out_dir / "partial.md"):
+        leftover.unlink(missing_ok=True)
     progress(f"wrote {out_dir / 'latest.json'} and {markdown} in {runtime / 60:.1f} min")
     for target, measured, verdict in report.targets(results):
         progress(f"  {target}: {measured} -> {verdict}")

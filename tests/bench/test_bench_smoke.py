@@ -102,7 +102,8 @@ def test_claims_figure_is_well_formed(smoke: tuple[dict[str, Any], str]) -> None
         if mode["measured"]:
             assert mode["claims_per_s"]["median"] > 0
             assert mode["conflicts_per_claim"]["median"] >= 0
-            assert mode["exactly_once"] is True
+            assert mode["no_double_claims"] is True
+            assert mode["exactly_once"] is True  # the smoke queue is small enough to drain
         else:
             assert mode["reason"]
 
