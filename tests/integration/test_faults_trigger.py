@@ -8,12 +8,12 @@ answer never arrives). Counts are printed (`pytest -s`) and asserted.
 Sizes scale with FAULT_OBJECTS (default 500, the issue's count); FAULT_SEED picks the fault sequence.
 The calls run on one thread, so a seed draws the same faults for the same calls on every run.
 
-What a seed can show (FAULT_SEED=5 does): lost responses on conditional writes end in a 400
-(ConditionalCheckFailed) after a retry, which botocore does not refund to its retry quota, so under
-sustained faults the quota drains; from then on faults reach TriggerResolver, about a third of the
-records fail, and since every retry of a partially failed batch re-runs all the records after the
-failed one, a 500-record drain takes minutes instead of seconds. Nothing is lost or doubled then
-either; it is slow (IteratorAge rises - see docs/operations.md).
+Seen while writing these tests (tagging then by conditional PutItem, FAULT_SEED=5): a lost response
+on a conditional write ends in a 400 (ConditionalCheckFailed) on botocore's retry, which botocore
+does not refund to its retry quota, so under sustained faults the quota drained; faults then reached
+TriggerResolver, about a third of the records failed, and since each retry of a partly failed batch
+re-runs every record after the failed one, the 500-record drain took over 300 s instead of 30 s.
+Nothing was lost or doubled; it was slow (IteratorAge rises - see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any, cast
 
 import boto3
 import pytest
-from botocore.exceptions import BotoCoreError, ClientError
 
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, error_code, reset_clients, to_item
+from jobtriggers.dal.tables import dynamodb, reset_clients, to_item
 from jobtriggers.errors import ConflictError, NotFoundError, RetryableStoreError
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
 from jobtriggers.local.store import stream_arn
@@ -40,7 +39,7 @@ from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, Streams
 from jobtriggers.local.template import find_template, functions, load_template, stream_sources
 from jobtriggers.logic.reconcile import reconcile_triggers, select_triggers
 from jobtriggers.logic.triggering import TriggerResolver
-from jobtriggers.models import ObjectTypeAssignment, iso, job_id_for, utcnow
+from jobtriggers.models import job_id_for
 from tests.faults import FaultInjector, fast_backoff
 
 FAULT_RATE = 0.2
@@ -115,29 +114,19 @@ def _register(tables: dict[str, str], object_ids: list[str]) -> None:
         )
 
 
-def _tag(tables: dict[str, str], object_id: str, type_id: str, retries: Counter[str]) -> None:
-    """Tag as a client retrying on 503 would: a conditional put of the assignment item.
-
-    (The API's path, AssignmentRepository.apply, is one TransactWriteItems per tag, and moto
-    deep-copies both tables on every transaction: 500 tags take 90 s before any fault. The stream
-    and TriggerResolver, what these tests are about, see the same INSERT records either way.)
-    """
-    item = ObjectTypeAssignment(object_id=object_id, object_type_id=type_id, assigned_at=iso(utcnow()))
+def _tag(object_id: str, type_id: str, retries: Counter[str]) -> None:
+    """Tag as the API does (AssignmentRepository.apply, one transaction), retrying as a site's client
+    would on a 503. A 409 after a lost answer means the first attempt went through."""
+    repo = AssignmentRepository()
     for _ in range(50):
         try:
-            dynamodb().put_item(
-                TableName=tables["OBJECT_TYPES_TABLE"],
-                Item=to_item(item.model_dump()),
-                ConditionExpression="attribute_not_exists(object_id)",
-            )
+            repo.apply(object_id, [type_id], [], by="site-faults")
             return
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                retries["already_applied"] += 1  # a lost answer: the first attempt went through
-                return
+        except RetryableStoreError:
             retries["store_busy"] += 1
-        except BotoCoreError:
-            retries["store_busy"] += 1
+        except ConflictError:
+            retries["already_applied"] += 1
+            return
     raise AssertionError(f"could not tag {object_id} in 50 tries")
 
 
@@ -192,7 +181,7 @@ def test_tagging_under_faults_makes_every_expected_job_exactly_once(
     # stream is drained (one thread: the same seed draws the same faults for the same calls)
     with FaultInjector(rate=FAULT_RATE, seed=FAULT_SEED).attached(dynamodb()) as faults:
         for object_id, type_id in tags:
-            _tag(seeded_tables, object_id, type_id, retries)
+            _tag(object_id, type_id, retries)
         polls = _drain(poller)
         with faults.paused():
             listed = _listed_job_ids()
@@ -258,7 +247,7 @@ def test_records_that_exhaust_their_retries_are_recovered_by_reconcile(seeded_ta
     tags, expected = _expected(n)
     _register(seeded_tables, [o for o, _ in tags])
     for object_id, type_id in tags:
-        _tag(seeded_tables, object_id, type_id, Counter())
+        _tag(object_id, type_id, Counter())
     stuck_object = tags[n // 2][0]
     poller = _poller(seeded_tables)
     random_faults = FaultInjector(rate=FAULT_RATE, seed=11)
