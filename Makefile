@@ -74,9 +74,11 @@ bench-smoke: venv
 	$(PY) -m bench.run --smoke
 
 # The fuzzer for long: schemathesis over the local runtime's /openapi.json (`make test` runs a
-# bounded pass of the same test). FUZZ_EXAMPLES per operation and mode; FUZZ_SEED to repeat a run.
+# bounded, derandomized pass of the same test). FUZZ_EXAMPLES per operation and mode; a random
+# FUZZ_SEED each run (printed; set it to repeat a run).
 fuzz: venv
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(VENV)/bin/pytest tests/e2e/test_fuzz.py -s -o timeout=0
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_SEED=$${FUZZ_SEED:-$$RANDOM} \
+		$(VENV)/bin/pytest tests/e2e/test_fuzz.py -s -o timeout=0
 
 # The end-to-end scenarios over HTTPS against a stack deployed with `sam deploy` (AWS credentials
 # needed; without them every test is skipped saying so). `make test` never runs these.

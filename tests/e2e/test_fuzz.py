@@ -4,8 +4,8 @@ Every operation the document describes is called with generated valid and invali
 response may be a 5xx (bad input is always a 4xx here), and every response must match what the
 document declares for its status (body schema and content type).
 
-`make test` runs a bounded pass (FUZZ_EXAMPLES, default 6 per operation and mode); `make fuzz`
-runs long (FUZZ_EXAMPLES=300). FUZZ_SEED makes a run repeatable.
+`make test` runs a bounded, derandomized pass (FUZZ_EXAMPLES, default 6 per operation and mode);
+`make fuzz` runs long (FUZZ_EXAMPLES=300) with a random FUZZ_SEED, which it prints to repeat a run.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def test_no_5xx_and_every_response_matches_the_document(
         except (Exception, BaseExceptionGroup) as exc:  # failed checks: collect them, fuzz the rest
             failures[name] = str(exc)[:2000]
     print(
-        f"\nfuzz {mode}: {sum(sent.values())} requests over {len(operations)} operations",
+        f"\nfuzz {mode} (FUZZ_SEED={SEED or 'derandomized'}): {sum(sent.values())} requests",
+        f"over {len(operations)} operations",
         f"in {time.monotonic() - started:.1f}s ({EXAMPLES} examples each at most);",
         f"no {mode} input possible for {unfuzzable}",
     )
