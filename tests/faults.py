@@ -1,4 +1,5 @@
-"""Fault injection for DynamoDB calls: a botocore `before-send` hook that fails a fraction of requests.
+"""Fault injection for DynamoDB (and Streams) calls: a botocore `before-send` hook that fails a
+fraction of requests.
 
 It sits where the network would fail, under botocore's retry logic, so what the code under test sees
 is what it would see on AWS: throttles and 500s that botocore retries (standard mode) and, past its
@@ -102,15 +103,16 @@ class FaultInjector:
 
     @contextmanager
     def attached(self, *clients: Any) -> Iterator[FaultInjector]:
-        """Register on the clients' `before-send.dynamodb.*` events for the duration of the block."""
+        """Register on the clients' `before-send` events (DynamoDB or DynamoDB Streams) for the block."""
         unique = f"fault-injector-{uuid.uuid4().hex}"
-        for client in clients:
-            client.meta.events.register("before-send.dynamodb.*", self._before_send, unique_id=unique)
+        events = [f"before-send.{c.meta.service_model.service_id.hyphenize()}.*" for c in clients]
+        for client, event in zip(clients, events, strict=True):
+            client.meta.events.register(event, self._before_send, unique_id=unique)
         try:
             yield self
         finally:
-            for client in clients:
-                client.meta.events.unregister("before-send.dynamodb.*", unique_id=unique)
+            for client, event in zip(clients, events, strict=True):
+                client.meta.events.unregister(event, unique_id=unique)
 
     @contextmanager
     def paused(self) -> Iterator[None]:

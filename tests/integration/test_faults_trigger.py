@@ -93,11 +93,13 @@ def _poller(tables: dict[str, str], poll_interval: float = 0.02) -> StreamPoller
     )
 
 
-def _drain(poller: StreamPoller, max_polls: int = 400) -> int:
-    """Poll until a poll leaves nothing pending (failed records are retried on the next poll)."""
+def _drain(poller: StreamPoller, records: int, max_polls: int = 400) -> int:
+    """Poll until all `records` are through and none is pending (failed records and failed stream
+    reads are retried on the next poll)."""
     for n in range(1, max_polls + 1):
         poller.poll_once()
-        if poller.stats()["pending_records"] == 0:
+        stats = poller.stats()
+        if stats["pending_records"] == 0 and stats["records_checkpointed"] >= records:
             return n
     raise AssertionError(f"the stream did not drain in {max_polls} polls: {poller.stats()}")
 
@@ -177,12 +179,16 @@ def test_tagging_under_faults_makes_every_expected_job_exactly_once(
     poller = _poller(seeded_tables)
     retries: Counter[str] = Counter()
     started = time.monotonic()
-    # When they are tagged under 20 % faults and the poller then feeds TriggerResolver until the
-    # stream is drained (one thread: the same seed draws the same faults for the same calls)
-    with FaultInjector(rate=FAULT_RATE, seed=FAULT_SEED).attached(dynamodb()) as faults:
-        for object_id, type_id in tags:
+    # When they are tagged under 20 % faults while the poller feeds TriggerResolver, until the
+    # stream is drained, its own stream reads failing too (one thread: the same seed draws the
+    # same faults for the same calls)
+    streams = cast(Any, poller.streams)
+    with FaultInjector(rate=FAULT_RATE, seed=FAULT_SEED).attached(dynamodb(), streams) as faults:
+        for n, (object_id, type_id) in enumerate(tags, 1):
             _tag(object_id, type_id, retries)
-        polls = _drain(poller)
+            if n % 20 == 0:
+                poller.poll_once()  # the stream is read while tagging goes on, as on AWS
+        polls = _drain(poller, records=OBJECTS)
         with faults.paused():
             listed = _listed_job_ids()
     elapsed = time.monotonic() - started
@@ -195,7 +201,14 @@ def test_tagging_under_faults_makes_every_expected_job_exactly_once(
         "poller",
         {
             k: stats[k]
-            for k in ("batches", "records_delivered", "function_errors", "partial_failures", "bisects")
+            for k in (
+                "batches",
+                "records_delivered",
+                "function_errors",
+                "partial_failures",
+                "bisects",
+                "read_errors",
+            )
         },
         f"dead letters {stats['dlq_entries']};",
         f"record failures {sum(record_failures.values())}: {dict(record_failures.most_common(3))}",
@@ -209,6 +222,7 @@ def test_tagging_under_faults_makes_every_expected_job_exactly_once(
     assert faults.injected >= 0.1 * faults.calls
     assert set(faults.faults) == {"throttle", "server_error", "timeout", "lost_response"}
     assert faults.by_operation["PutItem"] > 0
+    assert faults.by_operation["GetRecords"] + faults.by_operation["DescribeStream"] > 0
     assert stats["records_delivered"] >= OBJECTS
 
 
@@ -256,7 +270,7 @@ def test_records_that_exhaust_their_retries_are_recovered_by_reconcile(seeded_ta
     )
     # When the poller runs until the stream is drained, retrying and dead-lettering as Lambda does
     with random_faults.attached(dynamodb()), stuck.attached(dynamodb()):
-        _drain(poller)
+        _drain(poller, records=n)
         with random_faults.paused(), stuck.paused():
             after_stream = set(_listed_job_ids())
     stats = poller.stats()
