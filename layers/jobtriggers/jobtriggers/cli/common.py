@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -104,3 +105,12 @@ def fail_from(exc: JobTriggersError) -> NoReturn:
     if isinstance(detail, list):
         fail("\n  " + "\n  ".join(str(d) for d in detail))
     fail(str(detail))
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Domain errors end the command with their readable detail and exit code 1, not a traceback."""
+    try:
+        yield
+    except JobTriggersError as exc:
+        fail_from(exc)

@@ -19,8 +19,9 @@ from jobtriggers.cli.common import (
     fail_from,
     print_json,
     print_table,
+    reported_errors,
 )
-from jobtriggers.errors import JobTriggersError, SeedError
+from jobtriggers.errors import SeedError
 
 app = typer.Typer(no_args_is_help=True, help="Validate, compare and load the registry in seed/.")
 
@@ -83,11 +84,9 @@ def diff(
     from jobtriggers.logic.seed import diff_registry
 
     configure_store(endpoint_url, stack)
-    try:
+    with reported_errors():
         registry = _load(path)
         changes, _ = diff_registry(registry, RegistryRepository())
-    except JobTriggersError as exc:
-        fail_from(exc)
     summary = changes.summary()
     if as_json:
         print_json(summary)
@@ -121,7 +120,7 @@ def load(
 
     configure_store(endpoint_url, stack)
     registry = RegistryRepository()
-    try:
+    with reported_errors():
         wanted = _load(path)
         with _progress(as_json) as progress:
             task = progress.add_task("loading", total=None)
@@ -132,8 +131,6 @@ def load(
             report = sync_registry(
                 wanted, registry, TriggerResolver(registry, JobRepository()), AssignmentRepository(), tick
             )
-    except JobTriggersError as exc:
-        fail_from(exc)
     if as_json:
         print_json(report.summary())
         return
@@ -165,7 +162,7 @@ def reconcile(
 
     configure_store(endpoint_url, stack)
     registry = RegistryRepository()
-    try:
+    with reported_errors():
         triggers = select_triggers(registry, trigger)
         with _progress(as_json) as progress:
 
@@ -182,8 +179,6 @@ def reconcile(
             results = reconcile_triggers(
                 triggers, TriggerResolver(registry, JobRepository()), AssignmentRepository(), per_trigger
             )
-    except JobTriggersError as exc:
-        fail_from(exc)
     rows = [
         {"trigger": r.trigger_id, "jobs created": r.created, "already present": r.already_present}
         for r in results

@@ -17,11 +17,10 @@ from jobtriggers.cli.common import (
     configure_store,
     console,
     err_console,
-    fail_from,
     print_json,
     print_table,
+    reported_errors,
 )
-from jobtriggers.errors import JobTriggersError
 from jobtriggers.models import Site, SiteCredentials
 
 app = typer.Typer(no_args_is_help=True, help="Create sites, rotate their secrets, list and delete them.")
@@ -69,10 +68,8 @@ def create(
     from jobtriggers.dal.sites import SiteRepository
     from jobtriggers.logic.sites import create_site
 
-    try:
+    with reported_errors():
         creds = create_site(SiteRepository(), RegistryRepository(), site_id, capability)
-    except JobTriggersError as exc:
-        fail_from(exc)
     _show_credentials(creds, as_json, f"site {site_id} created")
 
 
@@ -88,10 +85,8 @@ def rotate(
     from jobtriggers.dal.sites import SiteRepository
     from jobtriggers.logic.sites import rotate_secret
 
-    try:
+    with reported_errors():
         creds = rotate_secret(SiteRepository(), site_id)
-    except JobTriggersError as exc:
-        fail_from(exc)
     _show_credentials(creds, as_json, f"new secret for site {site_id}")
 
 
@@ -105,10 +100,8 @@ def list_sites(
     configure_store(endpoint_url, stack)
     from jobtriggers.dal.sites import SiteRepository
 
-    try:
+    with reported_errors():
         sites = SiteRepository().list_sites()
-    except JobTriggersError as exc:
-        fail_from(exc)
     if as_json:
         print_json([s.model_dump() for s in sites])
         return
@@ -130,10 +123,8 @@ def show(
     configure_store(endpoint_url, stack)
     from jobtriggers.dal.sites import SiteRepository
 
-    try:
+    with reported_errors():
         site = SiteRepository().require_site(site_id)
-    except JobTriggersError as exc:
-        fail_from(exc)
     if as_json:
         print_json(site.model_dump())
         return
@@ -158,10 +149,8 @@ def delete(
     configure_store(endpoint_url, stack)
     from jobtriggers.dal.sites import SiteRepository
 
-    try:
+    with reported_errors():
         site = SiteRepository().delete(site_id)
-    except JobTriggersError as exc:
-        fail_from(exc)
     if as_json:
         print_json({"deleted": site.id})
     else:
