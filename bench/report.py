@@ -363,6 +363,45 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
     return out
 
 
+def _misses(results: dict[str, Any]) -> list[str]:
+    """Why each missed target is missed, from what the run measured."""
+    lines: list[str] = []
+    service = results.get("claims", {}).get("modes", {}).get("claim_next_service", {})
+    if service.get("measured") and service["conflicts_per_claim"]["median"] >= 0.2:
+        lines.append(
+            f"- **claim_next conflicts ({service['conflicts_per_claim']['median']:.2f} per claim).** Each "
+            "call reads the oldest page of 25 candidates and tries up to 6 of them in its own random "
+            "order; 16 callers drawing from the same 25 collide that often. Every conflict is absorbed "
+            "inside the call (the site still makes one request per claim, and no job is claimed twice), "
+            "but each costs a refused conditional write. Spreading further (a random start page, or "
+            "sharded pending queues, docs/scaling.md section 2) would bring it under 0.2."
+        )
+    cold = results.get("coldstart", {})
+    for name, h in sorted(cold.get("handlers", {}).items()):
+        if h.get("met") is False:
+            heavy = ", ".join(f"{k} {v:,.0f} ms" for k, v in h.get("heaviest_packages_ms", {}).items())
+            lines.append(
+                f"- **{name} import ({h['ratio_to_boto3']['median']:.2f}x boto3).** Self import time by "
+                f"package: {heavy}. Every handler pays for aws_xray_sdk: importing it builds an X-Ray "
+                "recorder with botocore clients (Powertools' Tracer, jobtriggers/observability.py), "
+                "and pydantic-settings imports its cloud providers. Lazy Tracer set-up and plain "
+                "os.environ settings would remove most of it."
+                + (
+                    " This handler also builds every route and its OpenAPI models at import."
+                    if name == "api"
+                    else ""
+                )
+            )
+    runtime = results.get("runtime_s", 0)
+    if results.get("command") == "make bench" and runtime > 15 * 60:
+        lines.append(
+            f"- **Run time {runtime / 60:.1f} min (target: under 15).** The machine was shared (load "
+            "average above) and every HTTP figure is bounded by one Python process serving gateway, "
+            "handlers and moto; claims modes stop at their time cap rather than run longer."
+        )
+    return ["## Misses, and why", "", *lines, ""] if lines else []
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     v = results["versions"]
@@ -395,6 +434,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += _cost_section(results.get("cost", {}))
     out += _claims_section(results.get("claims", {}))
     out += _cold_section(results.get("coldstart", {}))
+    out += _misses(results)
     notes = results.get("notes", [])
     if notes:
         out += ["## Method notes", "", *[f"- {n}" for n in notes], ""]
