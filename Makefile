@@ -64,7 +64,7 @@ build: sam-venv
 
 test: lint typecheck pytest validate build
 
-# Not part of `make test` (about 10-15 minutes); the layer is built first so its size is reported.
+# Not part of `make test` (about 16 minutes on 2 shared cores); builds the layer first to report its size.
 bench: venv
 	test -d .aws-sam/build/JobTriggersLayer || $(MAKE) build
 	$(PY) -m bench.run
