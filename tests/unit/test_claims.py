@@ -21,6 +21,7 @@ from jobtriggers.errors import (
     ValidationFailed,
 )
 from jobtriggers.logic.claims import (
+    CANDIDATE_PAGE,
     CANDIDATE_PAGES,
     TRIES_PER_PAGE,
     ClaimService,
@@ -484,8 +485,8 @@ def test_claim_next_checks_the_named_workflow(service: ClaimService, store: Fake
 
 
 def test_claim_next_spreads_claimers_and_bounds_its_tries(store: FakeStore, clock: Clock) -> None:
-    # Given 100 pending jobs, and a store where every claim loses its race (a crowd of claimers)
-    for i in range(100):
+    # Given a full set of candidate pages, and a store where every claim loses its race (a crowd)
+    for i in range(CANDIDATE_PAGE * CANDIDATE_PAGES):
         store.add_job("wf", f"o{i}", created_at=T0 + timedelta(seconds=i))
     tried: list[str] = []
 

@@ -48,7 +48,10 @@ MAX_METADATA_KEYS = 32
 
 # claim-next: how many of the oldest claimable jobs to consider, how many to try per page, and
 # how many pages to read before answering "nothing to do" (bounded work, no hot spinning).
-CANDIDATE_PAGE = 25
+# k claimers picking at random among N candidates collide about (k - 1) / 2N times per claim:
+# 16 sites over 25 candidates measured 0.37 conflicts per claim; over 100, about 0.08. The page
+# is read "brief" (keys and a few fields), so 100 candidates cost about 2 read units, not 25.
+CANDIDATE_PAGE = 100
 TRIES_PER_PAGE = 6
 CANDIDATE_PAGES = 4
 # A single-job claim re-reads and retries this often when the job changes under it.
