@@ -226,6 +226,29 @@ def test_a_body_over_the_limit_is_413_and_nothing_is_written(
 
 
 @pytest.mark.parametrize(
+    "contents",
+    [
+        pytest.param([{"name": "tiny", "n": 1e-200}], id="number-below-dynamodb-range"),
+        pytest.param([{"name": "huge", "n": 10**60}], id="number-over-38-digits"),
+        pytest.param([{"name": "big", "blob": "x" * 500_000}], id="item-over-400kb"),
+    ],
+)
+def test_objects_the_store_cannot_keep_are_4xx_and_nothing_is_written(
+    api: httpx.Client, new_site: Callable[..., SiteSession], contents: list[dict[str, Any]]
+) -> None:
+    # Given an object whose free-form contents DynamoDB cannot store
+    site = new_site()
+    object_id = f"sec-{uuid.uuid4().hex[:12]}"
+    body = drs_object_body(id=object_id, checksum=uuid.uuid4().hex, contents=contents)
+    # When it is posted
+    r = api.post("/objects", json=body, headers=site.headers)
+    # Then it is a 4xx saying why (found by make fuzz as 500s), and nothing was written
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert r.json()["detail"]
+    assert api.get(f"/objects/{object_id}", headers=site.headers).status_code == 404
+
+
+@pytest.mark.parametrize(
     ("path", "params"),
     [
         ("/jobs", {"max_page_size": "0"}),

@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobtriggers.dal.tables import dynamodb, error_code, from_item, raise_store_error, tables, to_item
-from jobtriggers.errors import ConflictError, NotFoundError
+from jobtriggers.errors import ConflictError, NotFoundError, ValidationFailed
 from jobtriggers.models import Checksum, DrsObject
 
 
@@ -35,11 +35,19 @@ class ObjectRepository:
         object (named too) carries.
         """
         doc = obj.model_dump(mode="json", exclude={"types"})
+        try:
+            item = to_item({"pk": object_pk(obj.id), **doc})
+        except (TypeError, ArithmeticError) as exc:  # boto3 refuses numbers DynamoDB cannot keep
+            raise ValidationFailed(
+                "the store cannot keep a number in this object: use numbers of at most 38 significant "
+                "digits (exponent -130 to 125), or strings",
+                loc=["body"],
+            ) from exc
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
                     "TableName": self.table,
-                    "Item": to_item({"pk": object_pk(obj.id), **doc}),
+                    "Item": item,
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
@@ -61,6 +69,9 @@ class ObjectRepository:
         except ClientError as exc:
             if error_code(exc) == "TransactionCanceledException":
                 self._raise_conflict(obj, exc)
+            if error_code(exc) == "ValidationException":  # what the site sent, e.g. over 400 KB
+                message = exc.response.get("Error", {}).get("Message", "")
+                raise ValidationFailed(f"the store cannot keep this object: {message}", loc=["body"]) from exc
             raise_store_error(exc, f"create object {obj.id}")
         except BotoCoreError as exc:
             raise_store_error(exc, f"create object {obj.id}")
