@@ -39,7 +39,7 @@ class ClaimsConfig:
     repetitions: int = 3
     # A mode that has not drained the queue by then stops (list-then-claim with 16 sites makes
     # about one request per conflict: thousands of 409s) and says how far it got.
-    max_seconds: float = 150.0
+    max_seconds: float = 100.0
 
 
 def _seed_jobs(runtime: Any, label: str, count: int) -> list[str]:

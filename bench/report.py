@@ -433,6 +433,14 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += _latency_section(results.get("latency", {}))
     out += _cost_section(results.get("cost", {}))
     out += _claims_section(results.get("claims", {}))
+    rerun = results.get("claims_rerun")
+    if rerun:
+        # A figure re-measured on its own (`python -m bench.run --only claims`) and merged in.
+        out += [
+            f"Claims re-measured on {rerun['generated_at']} ({rerun['runtime_s'] / 60:.1f} min): "
+            f"{rerun['why']}.",
+            "",
+        ]
     out += _cold_section(results.get("coldstart", {}))
     out += _misses(results)
     notes = results.get("notes", [])
