@@ -29,7 +29,12 @@ collect_ignore = [] if os.environ.get("JOBTRIGGERS_E2E_STACK") else ["e2e_aws"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_DIR = ROOT / "seed"
-REFERENCE_REGISTRY = ROOT.parent / "shared" / "reference" / "nmdc-boot-registry.json"
+# The NMDC Runtime's boot registry as extracted: ../shared/reference beside the checkout when it is
+# there (CI, sessions), else the copy kept with the tests (any other clone).
+_SHARED_REFERENCE = ROOT.parent / "shared" / "reference" / "nmdc-boot-registry.json"
+REFERENCE_REGISTRY = (
+    _SHARED_REFERENCE if _SHARED_REFERENCE.exists() else ROOT / "tests" / "data" / "nmdc-boot-registry.json"
+)
 
 
 @pytest.fixture(scope="session")

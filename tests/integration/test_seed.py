@@ -46,7 +46,6 @@ def test_seed_dir_is_the_reference_minus_two_dangling_triggers() -> None:
     assert "schema#/definitions/Database" in {o.id for o in registry.object_types}
 
 
-@pytest.mark.skipif(not REFERENCE_REGISTRY.exists(), reason="../shared/reference is beside the checkout")
 def test_raw_reference_is_rejected_naming_both_undefined_workflows() -> None:
     # Given the NMDC Runtime's boot registry as extracted
     doc = json.loads(REFERENCE_REGISTRY.read_text())
