@@ -225,6 +225,23 @@ def test_a_body_over_the_limit_is_413_and_nothing_is_written(
     assert api.get(f"/objects/{object_id}", headers=site.headers).status_code == 404
 
 
+def test_a_body_over_the_apis_own_limit_is_413_with_the_limit_named(
+    api: httpx.Client, new_site: Callable[..., SiteSession]
+) -> None:
+    # Given a body well under API Gateway's 10 MB but over what any request of this API needs
+    from jobtriggers.api.resolver import MAX_REQUEST_BYTES
+
+    site = new_site()
+    object_id = f"sec-{uuid.uuid4().hex[:12]}"
+    body = drs_object_body(id=object_id, checksum=uuid.uuid4().hex, description="x" * (MAX_REQUEST_BYTES + 1))
+    # When it is posted
+    r = api.post("/objects", json=body, headers=site.headers)
+    # Then the API refuses it before parsing, saying the limit, and nothing was written
+    assert r.status_code == 413
+    assert f"at most {MAX_REQUEST_BYTES} bytes" in r.json()["detail"]
+    assert api.get(f"/objects/{object_id}", headers=site.headers).status_code == 404
+
+
 @pytest.mark.parametrize(
     "contents",
     [

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,17 @@ def error_response(status_code: int, detail: Any, headers: Mapping[str, str] | N
         body={"detail": detail},
         headers=dict(headers or {}),
     )
+
+
+def proxy_error(status_code: int, detail: Any) -> dict[str, Any]:
+    """The same `{"detail": ...}` answer, as a finished API Gateway proxy response: for refusals
+    made before a request is routed (and so before the exception handlers can see it)."""
+    return {
+        "statusCode": status_code,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"detail": detail}),
+        "isBase64Encoded": False,
+    }
 
 
 def _loc_text(loc: Sequence[Any]) -> str:

@@ -22,9 +22,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from jobtriggers.api.errors import proxy_error
+
 # Characters Powertools' route patterns accept besides letters and digits (its _SAFE_URI): keeping
 # `:` lets `/jobs/{job_id}` carry the `:claim` / `:release` suffix the resolver routes on.
 _KEEP_IN_PATH = "-._~()'!*:@,;=+&$"
+# Nothing a site sends needs more (an object's record, a PATCH of an operation); DynamoDB's item
+# limit is 400 KB. Refused before parsing, so a huge body costs no validation work.
+MAX_REQUEST_BYTES = 256 * 1024
 _RESOURCE_PARAM = re.compile(r"\{(\w+)\+?\}")
 # Powertools keeps the request being resolved on the BaseRouter *class* (`BaseRouter.current_event`),
 # shared by every resolver and router in the process. Lambda sends one request at a time to a
@@ -69,6 +74,11 @@ class SitesApiResolver(APIGatewayRestResolver):
     and resolves one request at a time per process."""
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        size = len(event.get("body") or "")
+        if size > MAX_REQUEST_BYTES:
+            return proxy_error(
+                413, f"the request body is {size} bytes; this API accepts at most {MAX_REQUEST_BYTES} bytes"
+            )
         path = routable_path(event)
         if path is not None:
             event = {**event, "path": path}
