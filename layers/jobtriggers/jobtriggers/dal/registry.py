@@ -91,26 +91,25 @@ class RegistryRepository:
                 request = resp.get("UnprocessedKeys") or {}
         return found
 
-    def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
-        """The triggers an object type fires: one Query on the by_object_type index."""
+    def _triggers_by(self, attribute: str, value: str, action: str) -> list[Trigger]:
+        """Triggers through the index named after `attribute` (by_object_type / by_workflow)."""
         items = query_all(
             table=self.table,
-            index="by_object_type",
-            key_condition="object_type_id = :t",
-            values={":t": object_type_id},
-            action=f"resolve the triggers of object type {object_type_id}",
+            index=f"by_{attribute.removesuffix('_id')}",
+            key_condition=f"{attribute} = :v",
+            values={":v": value},
+            action=action,
         )
         return [_model("trigger", i) for i in items]
 
-    def triggers_for_workflow(self, workflow_id: str) -> list[Trigger]:
-        items = query_all(
-            table=self.table,
-            index="by_workflow",
-            key_condition="workflow_id = :w",
-            values={":w": workflow_id},
-            action=f"list the triggers of workflow {workflow_id}",
+    def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
+        """The triggers an object type fires: one Query on the by_object_type index."""
+        return self._triggers_by(
+            "object_type_id", object_type_id, f"resolve the triggers of object type {object_type_id}"
         )
-        return [_model("trigger", i) for i in items]
+
+    def triggers_for_workflow(self, workflow_id: str) -> list[Trigger]:
+        return self._triggers_by("workflow_id", workflow_id, f"list the triggers of workflow {workflow_id}")
 
     def workflows_for_object_type(self, object_type_id: str) -> list[Workflow]:
         return [self.get("workflow", t.workflow_id) for t in self.triggers_for_object_type(object_type_id)]
