@@ -10,14 +10,13 @@ import pytest
 from jobtriggers.api.token import client_credentials
 from jobtriggers.errors import BadRequestError, UnauthorizedError
 from jobtriggers.logic.tokens import (
-    ClientRecord,
     TokenService,
     bearer_token,
     expires_parts,
     hash_secret,
     verify_secret,
 )
-from jobtriggers.models import Site
+from jobtriggers.models import ClientRecord, Site
 from jobtriggers.settings import TokenSettings
 from tests.api_events import basic_auth
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -288,6 +289,16 @@ class Site(BaseModel):
     client_id: str
     created_at: str
     credential_version: int = 1
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """The stored side of a site's client credentials: a salted hash, never the secret."""
+
+    client_id: str
+    site_id: str
+    secret_hash: dict[str, Any]
+    credential_version: int
 
 
 class SiteCredentials(BaseModel):

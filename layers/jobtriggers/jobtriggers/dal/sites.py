@@ -22,8 +22,7 @@ from jobtriggers.dal.tables import (
     to_item,
 )
 from jobtriggers.errors import ConflictError, NotFoundError
-from jobtriggers.logic.tokens import ClientRecord
-from jobtriggers.models import Site, iso, utcnow
+from jobtriggers.models import ClientRecord, Site, iso, utcnow
 
 
 def site_key(site_id: str) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import re
 from typing import Any, Protocol
 
 from jobtriggers.errors import NotFoundError, ValidationFailed
-from jobtriggers.logic.tokens import ClientRecord, hash_secret, new_client_id, new_client_secret
-from jobtriggers.models import Site, SiteCredentials, iso, utcnow
+from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret
+from jobtriggers.models import ClientRecord, Site, SiteCredentials, iso, utcnow
 
 # Site ids end up in keys such as `site_done` = "{site}#{done}" and in URLs: no `#`, `/` or spaces.
 SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")

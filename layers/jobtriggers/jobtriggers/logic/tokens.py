@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 import jwt
 
 from jobtriggers.errors import UnauthorizedError
-from jobtriggers.models import Site, TokenResponse, utcnow
+from jobtriggers.models import ClientRecord, Site, TokenResponse, utcnow
 from jobtriggers.settings import TokenSettings
 
 ALGORITHM = "HS256"
@@ -81,16 +80,6 @@ def verify_secret(secret: str, stored: dict[str, Any]) -> bool:
 @lru_cache(maxsize=1)
 def _decoy_hash() -> dict[str, Any]:
     return hash_secret(secrets.token_urlsafe(16))
-
-
-@dataclass(frozen=True)
-class ClientRecord:
-    """The stored side of a site's client credentials."""
-
-    client_id: str
-    site_id: str
-    secret_hash: dict[str, Any]
-    credential_version: int
 
 
 class CredentialStore(Protocol):
