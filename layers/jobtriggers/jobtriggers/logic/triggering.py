@@ -70,7 +70,14 @@ class TriggerResolver:
         item = new_job_item(trigger.workflow_id, object_id, trigger.id, iso(self.clock()))
         item["tagged_at"] = tagged_at
         created = self.jobs.create_if_absent(item)
-        log = {"job_id": item["id"], "workflow_id": trigger.workflow_id, "object_id": object_id}
+        # Keys go on each line (not logger.append_keys): the local runtime runs the stream and the
+        # API in one process, and appended keys are shared by every thread.
+        log = {
+            "job_id": item["id"],
+            "workflow_id": trigger.workflow_id,
+            "object_id": object_id,
+            "object_type_id": trigger.object_type_id,
+        }
         if created:
             logger.info("job created", extra={**log, "trigger_id": trigger.id})
         else:
@@ -89,11 +96,7 @@ class TriggerResolver:
         assignment = assignment_from_stream_record(record)
         if assignment is None:
             return Resolution()
-        logger.append_keys(object_id=assignment.object_id, object_type_id=assignment.object_type_id)
-        try:
-            out = self.resolve(assignment)
-        finally:
-            logger.remove_keys(["object_id", "object_type_id"])
+        out = self.resolve(assignment)
         record_resolution_metrics(out)
         return out
 
