@@ -23,6 +23,7 @@ import tomllib
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,13 +110,12 @@ def list_jobs(
     with site_client() as api:
         try:
             site_id = api.site_id() if mine else None
-            jobs = []
-            for job in api.list_jobs(
-                workflow_id=workflow, status=status, claimable=claimable, site_id=site_id
-            ):
-                jobs.append(job)
-                if len(jobs) >= limit:
-                    break
+            jobs = list(
+                islice(
+                    api.list_jobs(workflow_id=workflow, status=status, claimable=claimable, site_id=site_id),
+                    limit,
+                )
+            )
         except SiteApiError as exc:
             _api_fail(exc)
     if as_json:
@@ -175,11 +175,7 @@ def list_operations(
     """This site's operations (one per claim), oldest first."""
     with site_client() as api:
         try:
-            ops = []
-            for op in api.list_operations(done=done):
-                ops.append(op)
-                if len(ops) >= limit:
-                    break
+            ops = list(islice(api.list_operations(done=done), limit))
         except SiteApiError as exc:
             _api_fail(exc)
     if as_json:
