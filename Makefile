@@ -43,9 +43,11 @@ fmt: venv
 	$(VENV)/bin/ruff format layers functions tests bench
 	$(VENV)/bin/ruff check --fix layers functions tests bench
 
+# lint-imports checks the floors (the contracts in pyproject.toml); a broken one is named.
 lint: venv
 	$(VENV)/bin/ruff check layers functions tests bench
 	$(VENV)/bin/ruff format --check layers functions tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -87,4 +89,4 @@ e2e: venv
 	JOBTRIGGERS_E2E_STACK=$(STACK) $(VENV)/bin/pytest tests/e2e_aws -rs
 
 clean:
-	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
