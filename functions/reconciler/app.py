@@ -10,6 +10,9 @@ from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.reconcile import reconcile_everything
 from jobtriggers.logic.triggering import TriggerResolver
 from jobtriggers.observability import logger, metrics, tracer
+from jobtriggers.settings import require_settings, table_names
+
+require_settings(table_names)  # a missing variable fails the cold start, naming it
 
 registry = RegistryRepository()
 resolver = TriggerResolver(registry, JobRepository())

@@ -14,11 +14,16 @@ from jobtriggers.logic.triggering import TriggerResolver
 from jobtriggers.observability import logger
 
 SEED_DIR = Path(os.environ.get("SEED_DIR", "/opt"))
+# No require_settings() at import here: a custom resource that fails to start never answers
+# CloudFormation, which then waits an hour. A missing table name fails the seed load instead, and
+# handle_seed_event reports it as the FAILED reason, naming the variables.
+
+
+def services() -> tuple[RegistryRepository, TriggerResolver, AssignmentRepository]:
+    registry = RegistryRepository()
+    return registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    registry = RegistryRepository()
-    return handle_seed_event(
-        event, SEED_DIR, registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()
-    )
+    return handle_seed_event(event, SEED_DIR, services)

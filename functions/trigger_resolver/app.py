@@ -11,6 +11,9 @@ from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.triggering import TriggerResolver, record_batch_metrics
 from jobtriggers.observability import logger, metrics, tracer
+from jobtriggers.settings import require_settings, table_names
+
+require_settings(table_names)  # a missing variable fails the cold start, naming it
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 resolver = TriggerResolver(RegistryRepository(), JobRepository())

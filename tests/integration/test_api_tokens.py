@@ -37,18 +37,28 @@ KEY = "test-signing-key-" + "0" * 48
 
 
 @pytest.fixture(scope="module")
-def token_fn() -> ApiCaller:
+def site_tables(dynamo_endpoint: str) -> dict[str, str]:
+    return module_tables()
+
+
+@pytest.fixture(scope="module")
+def function_environment(site_tables: dict[str, str]) -> Iterator[None]:
+    """What the template gives both functions (tables, the key's source): they read it at import."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIGNING_KEY", KEY)
+        mp.delenv("SIGNING_KEY_SECRET_ARN", raising=False)
+        use_tables(site_tables)
+        yield
+
+
+@pytest.fixture(scope="module")
+def token_fn(function_environment: None) -> ApiCaller:
     return ApiCaller(load_function("token"))
 
 
 @pytest.fixture(scope="module")
-def authorizer_fn() -> ApiCaller:
+def authorizer_fn(function_environment: None) -> ApiCaller:
     return ApiCaller(load_function("authorizer"))
-
-
-@pytest.fixture(scope="module")
-def site_tables(dynamo_endpoint: str) -> dict[str, str]:
-    return module_tables()
 
 
 @pytest.fixture(autouse=True)

@@ -157,9 +157,8 @@ def test_seeder_custom_resource_succeeds_and_fails_readably(tables: dict[str, st
         "RequestId": "r",
     }
     # When CloudFormation creates the resource with a valid seed
-    body = handle_seed_event(
-        event, seed_copy, registry, resolver, AssignmentRepository(), lambda u, b: sent.append((u, dict(b)))
-    )
+    services = lambda: (registry, resolver, AssignmentRepository())  # noqa: E731
+    body = handle_seed_event(event, seed_copy, services, lambda u, b: sent.append((u, dict(b))))
     # Then it answers SUCCESS with the counts
     assert body["Status"] == "SUCCESS"
     assert body["Data"]["Added"] == 34 + 19 + 19 + 12
@@ -173,9 +172,7 @@ def test_seeder_custom_resource_succeeds_and_fails_readably(tables: dict[str, st
     body = handle_seed_event(
         {**event, "RequestType": "Update"},
         seed_copy,
-        registry,
-        resolver,
-        AssignmentRepository(),
+        services,
         lambda u, b: None,
     )
     # Then the deploy fails naming the problem, and nothing was written

@@ -36,11 +36,12 @@ def send_response(url: str, body: Mapping[str, Any]) -> None:
 def handle_seed_event(
     event: Mapping[str, Any],
     seed_dir: Path,
-    store: Any,
-    resolver: Any,
-    objects: Any,
+    services: Callable[[], tuple[Any, Any, Any]],
     respond: Responder = send_response,
 ) -> dict[str, Any]:
+    """Answer CloudFormation whatever happens. `services` builds (registry store, trigger resolver,
+    assignments) inside the answer's try, so that even a missing table name is a FAILED reason
+    instead of a crash CloudFormation waits an hour for."""
     request_type = event.get("RequestType")
     base = {
         "StackId": event.get("StackId"),
@@ -55,6 +56,7 @@ def handle_seed_event(
             body = {**base, "Status": "SUCCESS", "Data": {}}
         else:
             registry = load_seed_dir(seed_dir)
+            store, resolver, objects = services()
             report = sync_registry(registry, store, resolver, objects)
             summary = report.summary()
             logger.info("seed loaded", extra={"seed": summary})
