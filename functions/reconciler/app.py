@@ -9,7 +9,7 @@ from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.reconcile import reconcile_everything
 from jobtriggers.logic.triggering import TriggerResolver
-from jobtriggers.observability import logger, metrics, tracer
+from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import require_settings, table_names
 
 require_settings(table_names)  # a missing variable fails the cold start, naming it
@@ -19,7 +19,6 @@ resolver = TriggerResolver(registry, JobRepository())
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return reconcile_everything(registry, resolver, AssignmentRepository())

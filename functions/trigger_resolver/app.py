@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.triggering import TriggerResolver, record_batch_metrics
-from jobtriggers.observability import logger, metrics, tracer
+from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import require_settings, table_names
 
 require_settings(table_names)  # a missing variable fails the cold start, naming it
@@ -24,7 +24,6 @@ def record_handler(record: DynamoDBRecord) -> None:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     response = process_partial_response(
