@@ -43,7 +43,14 @@ def is_valid_id(value: str) -> bool:
     return len(value) <= ID_MAX_LENGTH and bool(_ID_RE.match(value))
 
 
-class _Model(BaseModel):
+class _Deferred(BaseModel):
+    """Builds its validator on first use, not at import: a cold start builds only the models its
+    request needs (pydantic's defer_build; subclasses inherit it)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class _Model(_Deferred):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -133,7 +140,7 @@ class Checksum(_Model):
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
 
 
-class ContentsObject(BaseModel):
+class ContentsObject(_Deferred):
     model_config = ConfigDict(extra="allow")
     name: str
     id: str | None = None
@@ -224,21 +231,21 @@ def job_key_from_id(job_id: str) -> str | None:
     return key
 
 
-class WorkflowRef(BaseModel):
+class WorkflowRef(_Deferred):
     id: str
 
 
-class JobConfig(BaseModel):
+class JobConfig(_Deferred):
     model_config = ConfigDict(extra="allow")
     object_id: str
 
 
-class ClaimRef(BaseModel):
+class ClaimRef(_Deferred):
     op_id: str
     site_id: str
 
 
-class Job(BaseModel):
+class Job(_Deferred):
     """A job as the API serves it: the NMDC Runtime's shape plus status, leases and attempts."""
 
     id: str
@@ -259,13 +266,13 @@ class Job(BaseModel):
 # --------------------------------------------------------------------------- operations
 
 
-class OperationError(BaseModel):
+class OperationError(_Deferred):
     code: str
     message: str
     details: Any = None
 
 
-class Operation(BaseModel):
+class Operation(_Deferred):
     """The NMDC Runtime's Operation: `metadata.job` is the job, as it was when claimed."""
 
     id: str
@@ -275,7 +282,7 @@ class Operation(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ListResponse(BaseModel):
+class ListResponse(_Deferred):
     resources: list[Any]
     next_page_token: str | None = None
 
@@ -283,7 +290,7 @@ class ListResponse(BaseModel):
 # --------------------------------------------------------------------------- sites
 
 
-class Site(BaseModel):
+class Site(_Deferred):
     id: str
     capability_ids: list[str] = Field(default_factory=list)
     client_id: str
@@ -301,7 +308,7 @@ class ClientRecord:
     credential_version: int
 
 
-class SiteCredentials(BaseModel):
+class SiteCredentials(_Deferred):
     """Printed once by `jobtriggers sites create`; only a salted hash of the secret is stored."""
 
     site_id: str
@@ -309,7 +316,7 @@ class SiteCredentials(BaseModel):
     client_secret: str
 
 
-class TokenResponse(BaseModel):
+class TokenResponse(_Deferred):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
