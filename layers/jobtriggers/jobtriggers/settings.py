@@ -34,7 +34,8 @@ class SettingsError(RuntimeError):
 class _Environment(BaseModel):
     """Fields are aliased to their variable names; an empty variable counts as unset."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # defer_build: a handler builds the validators of the groups it reads, not of every group.
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
     # Groups of variables of which at least one must be set (e.g. where the signing key comes from).
     one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN
@@ -28,6 +28,8 @@ _FILTER_EXAMPLE = '{"done": false}'
 
 
 class OperationList(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built by the first request that lists, not at import
+
     resources: list[Operation]
     next_page_token: str | None = None
 
