@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("boto3", "botocore", "moto", "aws-lambda-powertools", "pydantic", "pydantic-settings", "httpx")
+PACKAGES = ("boto3", "botocore", "moto", "aws-lambda-powertools", "pydantic", "httpx")
 
 
 def machine() -> dict[str, Any]:
@@ -455,6 +455,16 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     out += _cold_section(results.get("coldstart", {}))
+    rerun = results.get("coldstart_rerun")
+    if rerun:
+        # Re-measured on its own (`python -m bench.run --only coldstart --merge-into ...`).
+        out += [
+            f"Cold start re-measured on {rerun['generated_at']} ({rerun['runtime_s'] / 60:.1f} min, load "
+            f"average {'/'.join(str(x) for x in rerun['load_average_1_5_15'])}; versions: "
+            + ", ".join(f"{k} {v}" for k, v in rerun["versions"].items())
+            + f"): {rerun['why']}.",
+            "",
+        ]
     out += _misses(results)
     notes = results.get("notes", [])
     if notes:

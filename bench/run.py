@@ -95,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", type=Path, help="only re-render the Markdown report from this latest.json"
     )
+    parser.add_argument(
+        "--merge-into",
+        type=Path,
+        help="with --only: replace those figures in this latest.json (the others keep their run) and "
+        "re-render docs/benchmarks.md from it; --why says why they were re-measured",
+    )
+    parser.add_argument("--why", default="", help="with --merge-into: why the figures were re-measured")
     args = parser.parse_args(argv)
+    if args.merge_into and not args.only:
+        parser.error("--merge-into needs --only (the figures to re-measure)")
     if args.render:
         from bench import report
 
@@ -131,6 +140,24 @@ def main(argv: list[str] | None = None) -> int:
             partial = report.envelope(command, time.monotonic() - started, figures, NOTES)
             report.write(partial, out_dir / "partial.json", out_dir / "partial.md")
     runtime = time.monotonic() - started
+    if args.merge_into:
+        results = json.loads(args.merge_into.read_text())
+        rerun = report.envelope(command + " --only " + ",".join(args.only), runtime, {}, NOTES)
+        for name in args.only:
+            results[name] = figures[name]
+            results[f"{name}_rerun"] = {
+                "generated_at": rerun["generated_at"],
+                "runtime_s": runtime,
+                "load_average_1_5_15": rerun["machine"]["load_average_1_5_15"],
+                "versions": rerun["versions"],
+                "why": args.why,
+            }
+        results["notes"] = NOTES
+        report.write(results, args.merge_into, args.markdown or DOCS_DIR / "benchmarks.md")
+        progress(f"merged {', '.join(args.only)} into {args.merge_into} in {runtime / 60:.1f} min")
+        for target, measured, verdict in report.targets(results):
+            progress(f"  {target}: {measured} -> {verdict}")
+        return 0
     results = report.envelope(command, runtime, figures, NOTES)
     json_path = out_dir / "latest.json"
     results["json_path"] = (
