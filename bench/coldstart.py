@@ -3,9 +3,10 @@
 For every functions/<name>/app.py, in a fresh interpreter each time, with the environment
 template.yaml's Globals give every function:
 - the CPU time of loading the handler module (its imports and whatever it builds at import), over
-  the CPU time of `import boto3` in the same repetition: the ratio the targets are checked on. CPU
-  time, because on a shared machine the wall time of a 0.2 s import measures the neighbours too
-  (bare `import boto3` took 0.2-0.9 s wall in one run at a load average of 7);
+  the CPU time of `import boto3` in the same repetition, both in processes without `-X importtime`:
+  the ratio the targets are checked on. CPU time, because on a shared machine the wall time of a
+  0.2 s import measures the neighbours too (bare `import boto3` took 0.2-0.9 s wall in one run at a
+  load average of 7);
 - `python -X importtime`: the import time of what the handler imports (the sum of the cumulative
   wall times of its top-level imports), its ratio to boto3's (shown beside the CPU ratio) and where
   it goes, per package;
@@ -187,10 +188,15 @@ def _by_package(stderr: str, begin: str, end: str) -> dict[str, int]:
     return out
 
 
-def _probe(target: str, event: dict[str, Any] | None, env: dict[str, str]) -> dict[str, Any]:
-    """One fresh interpreter: import time (us), load and first-invocation wall times (s)."""
+def _probe(
+    target: str, event: dict[str, Any] | None, env: dict[str, str], trace_imports: bool = True
+) -> dict[str, Any]:
+    """One fresh interpreter: import time (us), load and first-invocation wall times (s), load CPU
+    time (s). Without `trace_imports`, no `-X importtime` (whose per-import tracing costs CPU in
+    proportion to the number of modules) and so no import times: for the CPU ratio."""
+    trace = ["-X", "importtime"] if trace_imports else []
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", _PROBE, target, json.dumps(event)],
+        [sys.executable, *trace, "-c", _PROBE, target, json.dumps(event)],
         env=env,
         capture_output=True,
         text=True,
@@ -264,13 +270,14 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
             for name in names:
                 _probe(str(FUNCTIONS_DIR / name / "app.py"), events.get(name), env)
             for _ in range(config.repetitions):
-                baseline = _probe("boto3", None, env)
-                boto3_us.append(baseline["import_us"])
-                boto3_cpu.append(baseline["load_cpu_s"])
+                boto3_cpu.append(_probe("boto3", None, env, trace_imports=False)["load_cpu_s"])
+                boto3_us.append(_probe("boto3", None, env)["import_us"])
                 for name in names:
-                    probe = _probe(str(FUNCTIONS_DIR / name / "app.py"), events.get(name), env)
+                    handler = str(FUNCTIONS_DIR / name / "app.py")
+                    untraced = _probe(handler, events.get(name), env, trace_imports=False)
+                    per[name]["load_cpu_s"].append(untraced["load_cpu_s"])
+                    probe = _probe(handler, events.get(name), env)
                     per[name]["import_us"].append(probe["import_us"])
-                    per[name]["load_cpu_s"].append(probe["load_cpu_s"])
                     packages[name] = probe["by_package_us"]
                     if "first_invoke_s" in probe:
                         per[name]["first_invoke_s"].append(probe["first_invoke_s"])
