@@ -46,7 +46,8 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             # Counts are deterministic: one run; more would only repeat the same numbers.
             "cost": CostConfig(sizes=(1_000, 10_000, 50_000), new_tags=200, repetitions=1),
             "claims": ClaimsConfig(sites=16, jobs=1_000, repetitions=REPS["claims"]),
-            "coldstart": ColdStartConfig(repetitions=3),
+            # 5: the CPU ratios are medians of per-repetition pairs; about a minute in all.
+            "coldstart": ColdStartConfig(repetitions=5),
         }
     if repetitions:
         chosen = {k: dataclasses.replace(v, repetitions=repetitions) for k, v in chosen.items()}
