@@ -16,9 +16,12 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jobtriggers.errors import JobTriggersError
 
-class SettingsError(RuntimeError):
-    """The environment lacks (or garbles) settings; the message names each variable."""
+
+class SettingsError(JobTriggersError):
+    """The environment lacks (or garbles) settings; the message names each variable. A fault (500)
+    where a request meets it; the CLI prints it as an error."""
 
     def __init__(self, missing: list[str], invalid: list[str]) -> None:
         self.missing = missing
@@ -28,7 +31,10 @@ class SettingsError(RuntimeError):
             parts.append("missing " + ", ".join(missing))
         if invalid:
             parts.append("invalid " + "; ".join(invalid))
-        super().__init__(f"the environment is not complete: {'; '.join(parts)} (template.yaml sets them)")
+        super().__init__(
+            f"the environment is not complete: {'; '.join(parts)} (template.yaml sets them for each "
+            "function; the jobtriggers command finds the tables with --endpoint-url or --stack)"
+        )
 
 
 class _Environment(BaseModel):
