@@ -283,12 +283,21 @@ class ListResponse(BaseModel):
 # --------------------------------------------------------------------------- sites
 
 
+# A site record (and its client record) written before sites had an epoch reads as this one. Tokens
+# carry their site's epoch; every site created since has a random one, so a token of a site that
+# was deleted can never match the epoch of a site created again under the same id.
+LEGACY_SITE_EPOCH = ""
+
+
 class Site(BaseModel):
     id: str
     capability_ids: list[str] = Field(default_factory=list)
     client_id: str
     created_at: str
     credential_version: int = 1
+    # Random per incarnation: deleting a site and creating it again gives a new epoch, and tokens
+    # are valid only for the epoch they were issued under (credential_version restarts at 1).
+    epoch: str = LEGACY_SITE_EPOCH
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,7 @@ class ClientRecord:
     site_id: str
     secret_hash: dict[str, Any]
     credential_version: int
+    epoch: str = LEGACY_SITE_EPOCH
 
 
 class SiteCredentials(BaseModel):

@@ -10,7 +10,7 @@ import re
 from typing import Any, Protocol
 
 from jobtriggers.errors import NotFoundError, ValidationFailed
-from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret
+from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret, new_site_epoch
 from jobtriggers.models import ClientRecord, Site, SiteCredentials, iso, utcnow
 
 # Site ids end up in keys such as `site_done` = "{site}#{done}" and in URLs: no `#`, `/` or spaces.
@@ -47,7 +47,13 @@ def create_site(
     if unknown:
         raise ValidationFailed(f"unknown capability ids: {', '.join(unknown)}", loc=["capability_ids"])
     client_id, secret = new_client_id(), new_client_secret()
-    site = Site(id=site_id, capability_ids=capabilities, client_id=client_id, created_at=iso(utcnow()))
+    site = Site(
+        id=site_id,
+        capability_ids=capabilities,
+        client_id=client_id,
+        created_at=iso(utcnow()),
+        epoch=new_site_epoch(),
+    )
     store.create(
         site,
         ClientRecord(
@@ -55,6 +61,7 @@ def create_site(
             site_id=site_id,
             secret_hash=hash_secret(secret),
             credential_version=site.credential_version,
+            epoch=site.epoch,
         ),
     )
     return SiteCredentials(site_id=site_id, client_id=client_id, client_secret=secret)
