@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError
+from jobtriggers.models import PARTITION_KEY_MAX_BYTES
 from jobtriggers.settings import TableNames, table_names
 
 if TYPE_CHECKING:
@@ -124,7 +125,28 @@ def encode_page_token(last_evaluated_key: Mapping[str, Any] | None, query_finger
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+_NOT_OURS = "page_token is not one this API issued; start again without it"
+# A LastEvaluatedKey holds the table's key and the index's: at most four attributes.
+_MAX_KEY_ATTRIBUTES = 4
+
+
+def _is_key_value(value: Any) -> bool:
+    """A string or number key attribute value DynamoDB can take (keys over 2048 bytes it refuses)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    ((kind, text),) = value.items()
+    if kind not in ("S", "N") or not isinstance(text, str) or not text:
+        return False
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate: not UTF-8, DynamoDB would refuse it
+        return False
+    return size <= PARTITION_KEY_MAX_BYTES if kind == "S" else size <= 40
+
+
 def decode_page_token(token: str | None, query_fingerprint: str) -> dict[str, Any] | None:
+    """The ExclusiveStartKey a page token carries. A token is not signed, so one that was edited is
+    checked before it reaches the store: attribute values of the shapes and sizes a key can have."""
     if not token:
         return None
     try:
@@ -133,11 +155,13 @@ def decode_page_token(token: str | None, query_fingerprint: str) -> dict[str, An
         key = payload["k"]
         ok = isinstance(key, dict) and payload.get("q") == query_fingerprint
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadRequestError("page_token is not one this API issued; start again without it") from exc
+        raise BadRequestError(_NOT_OURS) from exc
     if not ok:
         raise BadRequestError(
             "page_token belongs to a different query; repeat the same filters, or start without it"
         )
+    if not key or len(key) > _MAX_KEY_ATTRIBUTES or not all(_is_key_value(v) for v in key.values()):
+        raise BadRequestError(_NOT_OURS)
     return dict(key)
 
 
@@ -186,7 +210,13 @@ def query_page(
         kwargs["ExclusiveStartKey"] = start
     try:
         resp = dynamodb().query(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        # An edited token whose key still has the right shapes but not this index's attributes
+        # (or a sort key over 1024 bytes): DynamoDB refuses the start key, and it is the token's fault.
+        if start and error_code(exc) == "ValidationException":
+            raise BadRequestError(_NOT_OURS) from exc
+        raise_store_error(exc, action)
+    except BotoCoreError as exc:
         raise_store_error(exc, action)
     items = [from_item(i) for i in resp.get("Items", [])]
     return items, encode_page_token(resp.get("LastEvaluatedKey"), fp)
