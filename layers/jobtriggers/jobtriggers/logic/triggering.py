@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.tables import from_item
+from jobtriggers.logic.stream_batch import OrderedBatchResult
 from jobtriggers.models import ObjectTypeAssignment, Trigger, iso, utcnow
 from jobtriggers.observability import logger, metrics
 
@@ -142,8 +143,8 @@ def record_resolution_metrics(out: Resolution) -> None:
         metrics.add_metric(name="JobsAlreadyPresent", unit=MetricUnit.Count, value=len(out.already_present))
 
 
-def record_batch_metrics(response: Mapping[str, Any]) -> None:
-    failed = len(response.get("batchItemFailures", []))
-    if failed:
-        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
-        logger.warning("records failed; Lambda retries from the first", extra={"failed": failed})
+def record_batch_metrics(result: OrderedBatchResult) -> None:
+    """`RecordsFailed` counts records whose handling failed (one per failed batch: the batch stops
+    there, and the records after it were not tried); the alarm `stream-records-failed` reads it."""
+    if result.failed:
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
