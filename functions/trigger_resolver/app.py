@@ -13,10 +13,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.stream_batch import process_in_order
-from jobtriggers.logic.triggering import TriggerResolver, record_batch_metrics
+from jobtriggers.logic.triggering import TriggerResolver, TriggerSet, record_batch_metrics
 from jobtriggers.observability import logger, metrics, tracer
 
-resolver = TriggerResolver(RegistryRepository(), JobRepository())
+# The trigger set: read whole and strongly consistent, kept a second in the warm Lambda.
+resolver = TriggerResolver(TriggerSet(RegistryRepository().all_triggers), JobRepository())
 
 
 @logger.inject_lambda_context
