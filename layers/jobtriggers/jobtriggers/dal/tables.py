@@ -145,8 +145,6 @@ def _is_key_value(value: Any) -> bool:
 
 
 def decode_page_token(token: str | None, query_fingerprint: str) -> dict[str, Any] | None:
-    """The ExclusiveStartKey a page token carries. A token is not signed, so one that was edited is
-    checked before it reaches the store: attribute values of the shapes and sizes a key can have."""
     if not token:
         return None
     try:
@@ -160,9 +158,19 @@ def decode_page_token(token: str | None, query_fingerprint: str) -> dict[str, An
         raise BadRequestError(
             "page_token belongs to a different query; repeat the same filters, or start without it"
         )
+    return dict(key)
+
+
+def _start_key(token: str | None, query_fingerprint: str) -> dict[str, Any] | None:
+    """The ExclusiveStartKey a Query's page token carries. A token is not signed, so one that was
+    edited is checked before it reaches the store: attribute values of the shapes and sizes a key
+    can have (DynamoDB answers others with a ValidationException, a 500)."""
+    key = decode_page_token(token, query_fingerprint)
+    if key is None:
+        return None
     if not key or len(key) > _MAX_KEY_ATTRIBUTES or not all(_is_key_value(v) for v in key.values()):
         raise BadRequestError(_NOT_OURS)
-    return dict(key)
+    return key
 
 
 def fingerprint(*parts: Any) -> str:
@@ -205,7 +213,7 @@ def query_page(
         kwargs["IndexName"] = index
     if filter_expression:
         kwargs["FilterExpression"] = filter_expression
-    start = decode_page_token(page_token, fp)
+    start = _start_key(page_token, fp)
     if start:
         kwargs["ExclusiveStartKey"] = start
     try:
