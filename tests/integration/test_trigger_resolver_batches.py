@@ -55,6 +55,16 @@ def _has_job(object_id: str) -> bool:
     return True
 
 
+@pytest.fixture(autouse=True)
+def _metrics_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local runtime, when a test session has started one, turns EMF output off for its quiet,
+    # and the metrics its in-process invocations added then are never flushed: start clean.
+    from jobtriggers.observability import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    metrics.clear_metrics()
+
+
 def _emitted_metrics(out: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for line in out.splitlines():
