@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -19,8 +20,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError
-from jobtriggers.models import PARTITION_KEY_MAX_BYTES
+from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError, ValidationFailed
+from jobtriggers.models import PARTITION_KEY_MAX_BYTES, SORT_KEY_MAX_BYTES
 from jobtriggers.settings import TableNames, table_names
 
 if TYPE_CHECKING:
@@ -177,6 +178,30 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_KEY_CLAUSE = re.compile(r"^\s*(?:begins_with\(\s*)?([#\w]+)")
+
+
+def check_key_values(key_condition: str, values: Mapping[str, Any], names: Mapping[str, str] | None) -> None:
+    """Refuse a Query whose key condition compares a key with a value DynamoDB cannot take as one
+    (over 2048 bytes of UTF-8 for the partition key, the first clause; 1024 for the sort key):
+    AWS would answer ValidationException, a 500. Request parsing bounds each id; this catches the
+    paths it does not see, such as the values of GET /jobs' `filter`."""
+    for position, clause in enumerate(key_condition.split(" AND ")):
+        limit = PARTITION_KEY_MAX_BYTES if position == 0 else SORT_KEY_MAX_BYTES
+        match = _KEY_CLAUSE.match(clause)
+        attribute = (names or {}).get(match.group(1), match.group(1)) if match else "a key"
+        for placeholder in re.findall(r":\w+", clause):
+            value = values.get(placeholder)
+            if not isinstance(value, str):
+                continue
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                raise ValidationFailed(
+                    f"{attribute} can be at most {limit} bytes (UTF-8) here, as a key; this one has {size}",
+                    loc=["query", attribute],
+                )
+
+
 def query_page(
     *,
     table: str,
@@ -194,6 +219,7 @@ def query_page(
     """One Query page, with an opaque token for the next. Never a Scan.
 
     `projection` names the attributes to return (all when None), to keep large pages small."""
+    check_key_values(key_condition, values, names)
     fp = fingerprint(table, index, key_condition, dict(values), filter_expression, forward)
     names = dict(names or {})
     if projection:
