@@ -30,6 +30,8 @@ def _forge(
     runtime: LocalRuntime, site_id: str, key: str | None = None, alg: str = "HS256", **claims: Any
 ) -> str:
     now = datetime.now(UTC)
+    # The site's real epoch, so that each bad token is wrong in its one way only.
+    stored = SiteRepository(runtime.tables["SITES_TABLE"]).get_site(site_id)
     payload: dict[str, Any] = {
         "sub": site_id,
         "iss": "jobtriggers",
@@ -38,6 +40,7 @@ def _forge(
         "exp": now + timedelta(minutes=5),
         "jti": uuid.uuid4().hex,
         "ver": 1,
+        "epoch": stored.epoch if stored else "",
     }
     payload.update(claims)
     if alg == "none":

@@ -158,7 +158,9 @@ def test_valid_token_is_allowed_for_the_whole_api(
 
 
 def _forged(site_id: str, key: str = KEY, algorithm: str = "HS256", **claims: object) -> str:
+    """A token that is right in every way (the site's real epoch included) but those in `claims`."""
     now = datetime.now(UTC)
+    stored = SiteRepository().get_site(site_id)
     payload: dict[str, object] = {
         "sub": site_id,
         "iss": "jobtriggers",
@@ -167,6 +169,7 @@ def _forged(site_id: str, key: str = KEY, algorithm: str = "HS256", **claims: ob
         "exp": now + timedelta(minutes=5),
         "jti": "j",
         "ver": 1,
+        "epoch": stored.epoch if stored else "",
     }
     payload.update(claims)
     return jwt.encode(payload, key if algorithm != "none" else "", algorithm=algorithm)
@@ -240,3 +243,18 @@ def test_service_refuses_a_token_signed_for_another_version(site: SiteCredential
     service = TokenService(SiteRepository(), lambda: KEY, token_settings())
     with pytest.raises(Exception, match="rotation"):
         service.verify(_forged(site.site_id, ver=7))
+
+
+def test_service_accepts_the_forge_helpers_baseline_and_refuses_another_epoch(site: SiteCredentials) -> None:
+    # The bad-token cases above differ from a valid token in one claim only: the baseline verifies
+    service = TokenService(SiteRepository(), lambda: KEY, token_settings())
+    assert service.verify(_forged(site.site_id)) == site.site_id
+    with pytest.raises(Exception, match="deleted and created again"):
+        service.verify(_forged(site.site_id, epoch="0" * 32))
+
+
+def test_sites_are_stored_with_a_random_epoch_on_both_records(site: SiteCredentials) -> None:
+    stored = SiteRepository().get_site(site.site_id)
+    client = SiteRepository().get_client(site.client_id)
+    assert stored is not None and client is not None
+    assert len(stored.epoch) == 32 and client.epoch == stored.epoch

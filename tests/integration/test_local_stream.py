@@ -77,17 +77,22 @@ def test_a_poison_record_ends_in_the_dlq_while_the_good_ones_make_jobs(seeded_ta
     # When the poller polls until the template's retries (5) are used up
     for _ in range(8):
         poller.poll_once()
-    # Then the good objects got their jobs, and the dead-letter entry starts at the poison record
+    # Then the good objects got their jobs, and the dead-letter entry is the poison record alone:
+    # the batch stopped at it (a partial failure), then, with it first, the handler raised and the
+    # batch was bisected down to it before its retries (function errors)
     assert _job_ids() == {job_id_for("metag-1.0.0", "good-1"), job_id_for("metag-1.0.0", "good-2")}
     (entry,) = poller.dlq
     assert entry["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert entry["requestContext"]["approximateInvokeCount"] == 6
+    assert entry["responseContext"]["functionError"] == "Unhandled"
     info = entry["DDBStreamBatchInfo"]
-    assert info["batchSize"] == 2  # the poison record and the one after it, retried together
+    assert info["batchSize"] == 1
     records = _raw_records(seeded_tables)
     (poison_seq,) = [r["dynamodb"]["SequenceNumber"] for r in records if _object_of(r) == "poison"]
-    assert info["startSequenceNumber"] == poison_seq
-    assert poller.stats()["partial_failures"] == 6
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == poison_seq
+    stats = poller.stats()
+    assert stats["partial_failures"] == 1
+    assert stats["function_errors"] >= 6 and stats["bisects"] >= 1
 
 
 def test_tag_to_job_latency_through_the_running_poller(seeded_tables: dict[str, str]) -> None:

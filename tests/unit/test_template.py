@@ -222,7 +222,9 @@ def test_scheduled_reconcile_is_off_by_default() -> None:
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_every_function_has_a_log_group_with_retention(function: str) -> None:
-    groups = resources_of_type(TEMPLATE, "AWS::Logs::LogGroup").values()
-    mine = [g for g in groups if f"${{{function}}}" in json.dumps(g["Properties"]["LogGroupName"])]
-    assert len(mine) == 1
-    assert mine[0]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    # Each function logs to a group of its own (tests/unit/test_template_deploy_order.py: and is
+    # created after it); the group's name is the stack's, so two stacks never share one
+    groups = resources_of_type(TEMPLATE, "AWS::Logs::LogGroup")
+    group = groups[FUNCTIONS[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["Properties"]["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/${AWS::StackName}/")

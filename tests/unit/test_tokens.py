@@ -14,9 +14,10 @@ from jobtriggers.logic.tokens import (
     bearer_token,
     expires_parts,
     hash_secret,
+    new_site_epoch,
     verify_secret,
 )
-from jobtriggers.models import ClientRecord, Site
+from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site
 from jobtriggers.settings import TokenSettings
 from tests.api_events import basic_auth
 
@@ -29,14 +30,17 @@ class FakeStore:
         self.sites: dict[str, Site] = {}
         self.clients: dict[str, ClientRecord] = {}
 
-    def add(self, site_id: str, secret: str, version: int = 1) -> None:
+    def add(self, site_id: str, secret: str, version: int = 1, epoch: str = "epoch-1") -> None:
         self.sites[site_id] = Site(
             id=site_id,
             client_id=f"c-{site_id}",
             created_at="2024-01-01T00:00:00.000Z",
             credential_version=version,
+            epoch=epoch,
         )
-        self.clients[f"c-{site_id}"] = ClientRecord(f"c-{site_id}", site_id, hash_secret(secret), version)
+        self.clients[f"c-{site_id}"] = ClientRecord(
+            f"c-{site_id}", site_id, hash_secret(secret), version, epoch
+        )
 
     def get_site(self, site_id: str) -> Site | None:
         return self.sites.get(site_id)
@@ -68,6 +72,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "exp": now + timedelta(minutes=5),
         "jti": "j1",
         "ver": 1,
+        "epoch": "epoch-1",
     }
     claims.update(overrides)
     return claims
@@ -92,6 +97,7 @@ def test_issue_returns_nmdc_and_oauth_expiry_fields(store: FakeStore) -> None:
     assert resp.expires == {"days": 0, "hours": 1, "minutes": 0}
     claims = jwt.decode(resp.access_token, KEY, algorithms=["HS256"], issuer="jobtriggers")
     assert claims["sub"] == "nersc" and claims["ver"] == 1 and claims["jti"]
+    assert claims["epoch"] == "epoch-1"
 
 
 def test_expires_parts_splits_days_hours_minutes() -> None:
@@ -151,6 +157,46 @@ def test_token_without_version_claim_is_refused(store: FakeStore) -> None:
     del claims["ver"]
     with pytest.raises(UnauthorizedError, match="ver"):
         _service(store).verify(jwt.encode(claims, KEY, algorithm="HS256"))
+
+
+def test_token_without_epoch_claim_is_refused(store: FakeStore) -> None:
+    # Given a token as issued before sites had epochs (otherwise valid)
+    claims = _claims()
+    del claims["epoch"]
+    # Then it is refused: such tokens were short-lived, and a site's client asks for a new one
+    with pytest.raises(UnauthorizedError, match="epoch"):
+        _service(store).verify(jwt.encode(claims, KEY, algorithm="HS256"))
+
+
+def test_token_of_an_earlier_incarnation_of_the_site_is_refused(store: FakeStore) -> None:
+    # Given a token of site nersc
+    token = _service(store).issue("c-nersc", "s3cret").access_token
+    # When the site is deleted and created again under the same id: version 1 again, a new epoch
+    del store.sites["nersc"]
+    store.add("nersc", "another-secret", version=1, epoch="epoch-2")
+    # Then the old token is refused, and the new incarnation's token works
+    with pytest.raises(UnauthorizedError, match="deleted and created again"):
+        _service(store).verify(token)
+    fresh = _service(store).issue("c-nersc", "another-secret").access_token
+    assert _service(store).verify(fresh) == "nersc"
+
+
+def test_a_site_stored_before_epochs_existed_still_gets_working_tokens(store: FakeStore) -> None:
+    # Given a site whose records have no epoch (read as the legacy epoch)
+    store.add("legacy", "pw", epoch=LEGACY_SITE_EPOCH)
+    # Then its tokens carry that epoch and verify; a token of any other epoch does not
+    token = _service(store).issue("c-legacy", "pw").access_token
+    assert _service(store).verify(token) == "legacy"
+    forged = jwt.encode(_claims(sub="legacy", epoch="epoch-1"), KEY, algorithm="HS256")
+    with pytest.raises(UnauthorizedError, match="deleted and created again"):
+        _service(store).verify(forged)
+
+
+def test_new_site_epochs_are_random_and_never_the_legacy_one() -> None:
+    epochs = {new_site_epoch() for _ in range(50)}
+    assert len(epochs) == 50
+    assert LEGACY_SITE_EPOCH not in epochs
+    assert all(len(e) >= 32 for e in epochs)
 
 
 def test_token_of_other_issuer_is_refused(store: FakeStore) -> None:

@@ -29,6 +29,29 @@ WORKFLOW_ID_PATTERN = ID_PATTERN.replace("[^", "[^#")
 WorkflowId = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=WORKFLOW_ID_PATTERN)]
 DrsId = Annotated[str, Field(min_length=1, max_length=200, pattern=DRS_ID_PATTERN)]
 
+# DynamoDB refuses a key attribute value over these sizes (bytes of UTF-8) with a ValidationException,
+# which would be a 500. Every id that becomes (part of) a key is bounded so that the largest key
+# built from it fits: tests/unit/test_key_bounds.py adds up the worst cases, 4 bytes a character
+# wherever a pattern allows any character. (moto does not check these limits; AWS does.)
+PARTITION_KEY_MAX_BYTES = 2048
+SORT_KEY_MAX_BYTES = 1024
+
+# Site ids end up in keys such as `site_done` = "{site}#{done}" and in URLs: no `#`, `/` or spaces.
+SITE_ID_MAX_LENGTH = 100
+SITE_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._\-]{{0,{SITE_ID_MAX_LENGTH - 1}}}$"
+SiteId = Annotated[str, Field(min_length=1, max_length=SITE_ID_MAX_LENGTH, pattern=SITE_ID_PATTERN)]
+# Client ids are ours (`client-` + 24 hex digits); one arriving at the unauthenticated POST /token
+# may be anything, so its bound is generous but firm: printable ASCII, no spaces.
+CLIENT_ID_MAX_LENGTH = 128
+CLIENT_ID_PATTERN = rf"^[\x21-\x7e]{{1,{CLIENT_ID_MAX_LENGTH}}}$"
+ClientId = Annotated[str, Field(min_length=1, max_length=CLIENT_ID_MAX_LENGTH, pattern=CLIENT_ID_PATTERN)]
+# Job ids are base64url of `{workflow_id}#{object_id}`: 700 characters hold the longest such key.
+JOB_ID_MAX_LENGTH = 700
+JOB_ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
+# A checksum is half of the guard key `checksum#{type}#{value}`: printable ASCII (hex, base64, ...).
+CHECKSUM_MAX_LENGTH = 512
+CHECKSUM_PATTERN = r"^[\x21-\x7e]+$"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -136,7 +159,7 @@ class AccessMethod(_Model):
 
 
 class Checksum(_Model):
-    checksum: str = Field(min_length=1, max_length=512)
+    checksum: str = Field(min_length=1, max_length=CHECKSUM_MAX_LENGTH, pattern=CHECKSUM_PATTERN)
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
 
 
@@ -290,12 +313,21 @@ class ListResponse(_Deferred):
 # --------------------------------------------------------------------------- sites
 
 
+# A site record (and its client record) written before sites had an epoch reads as this one. Tokens
+# carry their site's epoch; every site created since has a random one, so a token of a site that
+# was deleted can never match the epoch of a site created again under the same id.
+LEGACY_SITE_EPOCH = ""
+
+
 class Site(_Deferred):
-    id: str
+    id: SiteId
     capability_ids: list[str] = Field(default_factory=list)
-    client_id: str
+    client_id: ClientId
     created_at: str
     credential_version: int = 1
+    # Random per incarnation: deleting a site and creating it again gives a new epoch, and tokens
+    # are valid only for the epoch they were issued under (credential_version restarts at 1).
+    epoch: str = LEGACY_SITE_EPOCH
 
 
 @dataclass(frozen=True)
@@ -306,6 +338,7 @@ class ClientRecord:
     site_id: str
     secret_hash: dict[str, Any]
     credential_version: int
+    epoch: str = LEGACY_SITE_EPOCH
 
 
 class SiteCredentials(_Deferred):

@@ -2,8 +2,9 @@
 
 As in the NMDC Runtime (and OAuth2's client credentials grant), the client sends
 `grant_type=client_credentials` with `client_id` and `client_secret` as a form body, or the id and
-secret as HTTP Basic. A missing field or another grant type is a 400; wrong credentials a 401.
-The body is parsed here rather than by the resolver's validation so those answers are OAuth2's.
+secret as HTTP Basic. A missing field, another grant type or a client id no site can have (too
+long, say) is a 400; wrong credentials a 401. The body is parsed here rather than by the
+resolver's validation so those answers are OAuth2's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
@@ -18,8 +20,10 @@ from jobtriggers.api.auth import token_service
 from jobtriggers.api.errors import register_error_handlers
 from jobtriggers.api.resolver import SitesApiResolver
 from jobtriggers.errors import BadRequestError
+from jobtriggers.models import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN
 
 GRANT_TYPE = "client_credentials"
+_CLIENT_ID_RE = re.compile(CLIENT_ID_PATTERN)
 
 app = SitesApiResolver()
 register_error_handlers(app)
@@ -56,8 +60,20 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def _checked_client_id(client_id: str) -> str:
+    """The client id becomes a key (`client#<id>`); one no site can have is a 400 before the store
+    sees it (DynamoDB refuses keys over 2048 bytes with a 500). The value is not echoed: it may be
+    anything, of any size."""
+    if not _CLIENT_ID_RE.match(client_id):
+        raise BadRequestError(
+            f"client_id must be 1-{CLIENT_ID_MAX_LENGTH} printable ASCII characters without spaces "
+            f"(this one has {len(client_id)} characters): the client id `jobtriggers sites create` printed"
+        )
+    return client_id
+
+
 def client_credentials(body: str, content_type: str, authorization: str | None) -> tuple[str, str]:
-    """(client_id, client_secret) of a token request; BadRequestError says what is missing."""
+    """(client_id, client_secret) of a token request; BadRequestError says what is missing or wrong."""
     fields = _form_fields(body, content_type.lower())
     grant_type = fields.get("grant_type")
     if not grant_type:
@@ -66,11 +82,11 @@ def client_credentials(body: str, content_type: str, authorization: str | None) 
         raise BadRequestError(f"grant_type '{grant_type}' is not supported; send grant_type={GRANT_TYPE}")
     basic = _basic_credentials(authorization)
     if basic:
-        return basic
+        return _checked_client_id(basic[0]), basic[1]
     missing = [f for f in ("client_id", "client_secret") if not fields.get(f)]
     if missing:
         raise BadRequestError(f"{' and '.join(missing)} required (in the form, or as HTTP Basic)")
-    return fields["client_id"], fields["client_secret"]
+    return _checked_client_id(fields["client_id"]), fields["client_secret"]
 
 
 @app.post("/token")

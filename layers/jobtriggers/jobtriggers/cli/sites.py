@@ -122,8 +122,10 @@ def show(
     """Show one site."""
     configure_store(endpoint_url, stack)
     from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers.logic.sites import check_site_id
 
     with reported_errors():
+        check_site_id(site_id)
         site = SiteRepository().require_site(site_id)
     if as_json:
         print_json(site.model_dump())
@@ -148,8 +150,10 @@ def delete(
         raise typer.Exit(1)
     configure_store(endpoint_url, stack)
     from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers.logic.sites import check_site_id
 
     with reported_errors():
+        check_site_id(site_id)
         site = SiteRepository().delete(site_id)
     if as_json:
         print_json({"deleted": site.id})

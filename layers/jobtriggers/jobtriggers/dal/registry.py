@@ -91,6 +91,27 @@ class RegistryRepository:
                 request = resp.get("UnprocessedKeys") or {}
         return found
 
+    def all_triggers(self) -> list[Trigger]:
+        """Every trigger, read strongly consistent from the base table (Query kind = trigger, a page
+        at a time): it holds every trigger whose write was acknowledged before the read began, which
+        the indexes, eventually consistent, need not. The registry is small (tens of triggers)."""
+        triggers: list[Trigger] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "kind = :k",
+            "ExpressionAttributeValues": to_item({":k": "trigger"}),
+            "ConsistentRead": True,
+        }
+        while True:
+            try:
+                resp = dynamodb().query(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise_store_error(exc, "read the triggers")
+            triggers += [_model("trigger", from_item(i)) for i in resp.get("Items", [])]
+            if not resp.get("LastEvaluatedKey"):
+                return triggers
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     def _triggers_by(self, attribute: str, value: str, action: str) -> list[Trigger]:
         """Triggers through the index named after `attribute` (by_object_type / by_workflow)."""
         items = query_all(
@@ -103,7 +124,8 @@ class RegistryRepository:
         return [_model("trigger", i) for i in items]
 
     def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
-        """The triggers an object type fires: one Query on the by_object_type index."""
+        """The triggers an object type fires: one Query on the by_object_type index (eventually
+        consistent: fine for the public registry routes; TriggerResolver reads all_triggers())."""
         return self._triggers_by(
             "object_type_id", object_type_id, f"resolve the triggers of object type {object_type_id}"
         )

@@ -3,7 +3,9 @@ credentials), always written together in one transaction.
 
 `credential_version` lives on both: tokens carry it, the authorizer compares it with the site's,
 and a rotation bumps both at once (conditional on the version it read, so two rotations never
-interleave).
+interleave). `epoch` lives on both too: random per incarnation of the site, carried by tokens, so a
+site deleted and created again does not accept its earlier incarnation's tokens. Records written
+before epochs existed have none and read as LEGACY_SITE_EPOCH.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from jobtriggers.dal.tables import (
     to_item,
 )
 from jobtriggers.errors import ConflictError, NotFoundError
-from jobtriggers.models import ClientRecord, Site, iso, utcnow
+from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site, iso, utcnow
 
 
 def site_key(site_id: str) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class SiteRepository:
             "site_id": client.site_id,
             "secret_hash": client.secret_hash,
             "credential_version": client.credential_version,
+            "epoch": client.epoch,
             "created_at": site.created_at,
         }
         actions: list[dict[str, Any]] = [
@@ -110,6 +113,7 @@ class SiteRepository:
             site_id=item["site_id"],
             secret_hash=item["secret_hash"],
             credential_version=int(item["credential_version"]),
+            epoch=str(item.get("epoch", LEGACY_SITE_EPOCH)),
         )
 
     def rotate(self, site: Site, secret_hash: dict[str, Any]) -> Site:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from jobtriggers.errors import SeedError
+from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS
 from jobtriggers.models import Capability, ObjectType, Trigger, Workflow
+from jobtriggers.observability import logger
 
 # One human-edited file per kind, in this order (a trigger needs its type and workflow first).
 SEED_FILES: dict[str, str] = {
@@ -232,15 +235,34 @@ def sync_registry(
     resolver: Backfiller,
     objects: Any,
     progress: Callable[[str, str], None] | None = None,
+    *,
+    backfill_delay_seconds: float = BACKFILL_DELAY_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SyncReport:
     """Load a registry as `sam deploy` does: upsert, delete what is gone, backfill new triggers.
 
     Triggers whose content changed are backfilled too (a trigger re-pointed at another type is a
     new link); backfill is conditional puts, so a repeat costs reads but makes nothing twice.
+
+    The backfill starts `backfill_delay_seconds` after the triggers were written: a warm
+    TriggerResolver may resolve tags with a trigger set read just before the write for up to
+    TRIGGER_CACHE_SECONDS, and those tags must be in the object-type index (which lags its table)
+    by the time the backfill reads it (docs/architecture.md, "A new trigger and a tag at the same
+    time"). Pass 0 only where no TriggerResolver can be running (nothing can have read the set).
     """
     diff = apply_registry(registry, store, progress)
+    written_at = clock()
     report = SyncReport(diff=diff, content_hash=registry.content_hash())
     to_backfill = set(diff.added["trigger"]) | set(diff.changed["trigger"])
+    if to_backfill and backfill_delay_seconds > 0:
+        wait = written_at + backfill_delay_seconds - clock()
+        if wait > 0:
+            logger.info(
+                "waiting before the backfill, so that no tag falls between the stream and it",
+                extra={"seconds": round(wait, 3), "triggers": sorted(to_backfill)},
+            )
+            sleep(wait)
     for trigger in registry.triggers:
         if trigger.id in to_backfill:
             result = resolver.backfill(trigger, objects)

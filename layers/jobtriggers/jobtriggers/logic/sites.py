@@ -10,11 +10,18 @@ import re
 from typing import Any, Protocol
 
 from jobtriggers.errors import NotFoundError, ValidationFailed
-from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret
-from jobtriggers.models import ClientRecord, Site, SiteCredentials, iso, utcnow
+from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret, new_site_epoch
+from jobtriggers.models import (
+    SITE_ID_MAX_LENGTH,
+    SITE_ID_PATTERN,
+    ClientRecord,
+    Site,
+    SiteCredentials,
+    iso,
+    utcnow,
+)
 
-# Site ids end up in keys such as `site_done` = "{site}#{done}" and in URLs: no `#`, `/` or spaces.
-SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+SITE_ID_RE = re.compile(SITE_ID_PATTERN)
 
 
 class SiteStore(Protocol):
@@ -30,10 +37,12 @@ class CapabilityLookup(Protocol):
 
 
 def check_site_id(site_id: str) -> None:
+    """Site ids become keys (`site#<id>`, `{site}#{done}`): refuse one that cannot be, naming why."""
     if not SITE_ID_RE.match(site_id):
+        shown = site_id if len(site_id) <= 40 else f"{site_id[:40]}... ({len(site_id)} characters)"
         raise ValidationFailed(
-            f"site id '{site_id}' must be 1-100 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit",
+            f"site id '{shown}' must be 1-{SITE_ID_MAX_LENGTH} letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
             loc=["site_id"],
         )
 
@@ -47,7 +56,13 @@ def create_site(
     if unknown:
         raise ValidationFailed(f"unknown capability ids: {', '.join(unknown)}", loc=["capability_ids"])
     client_id, secret = new_client_id(), new_client_secret()
-    site = Site(id=site_id, capability_ids=capabilities, client_id=client_id, created_at=iso(utcnow()))
+    site = Site(
+        id=site_id,
+        capability_ids=capabilities,
+        client_id=client_id,
+        created_at=iso(utcnow()),
+        epoch=new_site_epoch(),
+    )
     store.create(
         site,
         ClientRecord(
@@ -55,6 +70,7 @@ def create_site(
             site_id=site_id,
             secret_hash=hash_secret(secret),
             credential_version=site.credential_version,
+            epoch=site.epoch,
         ),
     )
     return SiteCredentials(site_id=site_id, client_id=client_id, client_secret=secret)
@@ -62,6 +78,7 @@ def create_site(
 
 def rotate_secret(store: SiteStore, site_id: str) -> SiteCredentials:
     """A new secret for the same client id; tokens issued under the old one stop working."""
+    check_site_id(site_id)
     site = store.get_site(site_id)
     if site is None:
         raise NotFoundError(f"site '{site_id}' does not exist")

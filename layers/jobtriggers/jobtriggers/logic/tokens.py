@@ -2,11 +2,15 @@
 
 - A client secret is stored only as a salted scrypt hash (per-site random salt; the cost parameters
   are stored beside the hash so they can be raised later without breaking existing secrets).
-- An access token is a short-lived JWT (HS256) naming the site (`sub`) and the credential version
-  it was issued under (`ver`): rotating a site's secret bumps the version, which revokes every
-  token issued before, and deleting the site revokes them all.
+- An access token is a short-lived JWT (HS256) naming the site (`sub`), the credential version
+  it was issued under (`ver`) and the site's epoch (`epoch`): rotating a site's secret bumps the
+  version, which revokes every token issued before; deleting the site revokes them all, and a site
+  created again under the same id has a new random epoch (its version restarts at 1), so the
+  earlier incarnation's tokens stay refused.
 - Verification accepts HS256 only (never `none`, never an algorithm the token picks), and
-  requires exp, nbf, iat, iss, sub, jti and ver.
+  requires exp, nbf, iat, iss, sub, jti, ver and epoch. Tokens issued before epochs existed lack
+  the claim and are refused: they live at most TokenTtlSeconds, and a site's client asks for a
+  new token when one is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from jobtriggers.models import ClientRecord, Site, TokenResponse, utcnow
 from jobtriggers.settings import TokenSettings
 
 ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "sub", "jti", "ver"]
+REQUIRED_CLAIMS = ["exp", "nbf", "iat", "iss", "sub", "jti", "ver", "epoch"]
 # scrypt cost: ~16 MiB and a few tens of ms per check, paid once per token request.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
 # Clock skew tolerated between the token function and the authorizer (both Lambdas on AWS time).
@@ -44,6 +48,11 @@ def new_client_id() -> str:
 
 def new_client_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+def new_site_epoch() -> str:
+    """The epoch of a new site (or of a site created again): random, never LEGACY_SITE_EPOCH."""
+    return secrets.token_hex(16)
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> dict[str, Any]:
@@ -125,6 +134,7 @@ class TokenService:
             "exp": now + timedelta(seconds=ttl),
             "jti": secrets.token_hex(16),
             "ver": client.credential_version,
+            "epoch": client.epoch,
         }
         token = jwt.encode(claims, self.signing_key(), algorithm=ALGORITHM)
         return TokenResponse(access_token=token, expires_in=ttl, expires=expires_parts(ttl))
@@ -142,12 +152,16 @@ class TokenService:
             )
         except jwt.InvalidTokenError as exc:
             raise UnauthorizedError(f"invalid token: {exc}") from exc
-        site_id, version = claims["sub"], claims["ver"]
-        if not isinstance(site_id, str) or not isinstance(version, int):
-            raise UnauthorizedError("invalid token: malformed sub or ver")
+        site_id, version, epoch = claims["sub"], claims["ver"], claims["epoch"]
+        if not isinstance(site_id, str) or not isinstance(version, int) or not isinstance(epoch, str):
+            raise UnauthorizedError("invalid token: malformed sub, ver or epoch")
         site = self.store.get_site(site_id)
         if site is None:
             raise UnauthorizedError(f"site '{site_id}' no longer exists")
+        if site.epoch != epoch:
+            raise UnauthorizedError(
+                f"token of site '{site_id}' was issued before the site was deleted and created again"
+            )
         if site.credential_version != version:
             raise UnauthorizedError(f"token of site '{site_id}' predates its latest secret rotation")
         return site_id

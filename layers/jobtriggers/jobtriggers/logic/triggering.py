@@ -2,10 +2,18 @@
 
 Every write is a conditional put on the job's key `workflow#object`, so a redelivered record, two
 types that trigger the same workflow, and a backfill racing the stream all end in one job.
+
+No tag falls between the stream and the backfill of a new trigger (docs/architecture.md, "A new
+trigger and a tag at the same time"): TriggerResolver reads the whole trigger set strongly
+consistent and trusts it for TRIGGER_CACHE_SECONDS at most, and a seed load starts a new trigger's
+backfill BACKFILL_DELAY_SECONDS after writing it, by which time every tag the resolver may have
+resolved without it is in the object-type index the backfill reads.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,12 +22,62 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.tables import from_item
+from jobtriggers.logic.stream_batch import OrderedBatchResult
 from jobtriggers.models import ObjectTypeAssignment, Trigger, iso, utcnow
 from jobtriggers.observability import logger, metrics
+
+# How long a warm TriggerResolver uses the trigger set it read before reading it again. Short: the
+# read is one small Query, and a new trigger's backfill waits this long (and the margin below).
+TRIGGER_CACHE_SECONDS = 1.0
+# How far the object-type index (a GSI: eventually consistent) may lag its table, assumed. GSIs
+# usually catch up within a fraction of a second; a longer lag is the one gap left, and the
+# scheduled (or a manual) reconcile is the net under it.
+INDEX_LAG_MARGIN_SECONDS = 4.0
+# A seed load waits this long after writing new triggers before their backfill reads the index.
+BACKFILL_DELAY_SECONDS = TRIGGER_CACHE_SECONDS + INDEX_LAG_MARGIN_SECONDS
 
 
 class TriggerLookup(Protocol):
     def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]: ...
+
+
+class TriggerSet:
+    """The whole trigger set, read with `load` (strongly consistent, from the registry's base table)
+    and used for at most `ttl` seconds, counted from when the read *began*: a trigger written before
+    that read is in the set, and a set read before a trigger was written is dropped within `ttl`.
+
+    The age is measured on the wall clock (Lambda keeps it synchronised), not the monotonic one,
+    which need not count the time a Lambda environment spends frozen between invocations; a clock
+    that went backwards counts as expired.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], list[Trigger]],
+        ttl: float = TRIGGER_CACHE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.load = load
+        self.ttl = ttl
+        self.clock = clock
+        self.reads = 0
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, list[Trigger]]] | None = None
+
+    def _current(self) -> dict[str, list[Trigger]]:
+        with self._lock:
+            now = self.clock()
+            if self._cached is not None and 0 <= now - self._cached[0] < self.ttl:
+                return self._cached[1]
+            by_type: dict[str, list[Trigger]] = {}
+            for trigger in self.load():
+                by_type.setdefault(trigger.object_type_id, []).append(trigger)
+            self.reads += 1
+            self._cached = (now, by_type)
+            return by_type
+
+    def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
+        return list(self._current().get(object_type_id, []))
 
 
 class JobWriter(Protocol):
@@ -142,8 +200,8 @@ def record_resolution_metrics(out: Resolution) -> None:
         metrics.add_metric(name="JobsAlreadyPresent", unit=MetricUnit.Count, value=len(out.already_present))
 
 
-def record_batch_metrics(response: Mapping[str, Any]) -> None:
-    failed = len(response.get("batchItemFailures", []))
-    if failed:
-        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failed)
-        logger.warning("records failed; Lambda retries from the first", extra={"failed": failed})
+def record_batch_metrics(result: OrderedBatchResult) -> None:
+    """`RecordsFailed` counts records whose handling failed (one per failed batch: the batch stops
+    there, and the records after it were not tried); the alarm `stream-records-failed` reads it."""
+    if result.failed:
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
