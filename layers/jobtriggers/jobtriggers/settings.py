@@ -25,6 +25,15 @@ class TableNames(BaseSettings):
     operations_table: str = Field(default="jobtriggers-operations", alias="OPERATIONS_TABLE")
 
 
+class IdempotencySettings(BaseSettings):
+    """The table of POST /jobs:claim's idempotency records. Only ApiFunction has it (template.yaml
+    sets IDEMPOTENCY_TABLE in its own environment), so it is read only where a claim needs it."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=1)
+
+
 class TokenSettings(BaseSettings):
     """How access tokens are signed and how long they live."""
 
@@ -53,6 +62,11 @@ def table_names() -> TableNames:
 
 
 @lru_cache(maxsize=1)
+def idempotency_settings() -> IdempotencySettings:
+    return IdempotencySettings()
+
+
+@lru_cache(maxsize=1)
 def token_settings() -> TokenSettings:
     return TokenSettings()
 
@@ -65,5 +79,6 @@ def job_settings() -> JobSettings:
 def reset_settings_cache() -> None:
     """Tests and the local runtime change the environment; they call this after."""
     table_names.cache_clear()
+    idempotency_settings.cache_clear()
     token_settings.cache_clear()
     job_settings.cache_clear()

@@ -3,27 +3,53 @@
 API Gateway routes whole path segments only: the template routes `POST /jobs/{job_id}` and
 `POST /jobs:claim`, and the resolver tells `:claim` from `:release` here (Powertools' route
 patterns accept `:`, and job ids never contain one). The rules live in logic/claims.py.
+
+`POST /jobs:claim` honours an `Idempotency-Key` header (Powertools' Idempotency utility, records
+in IdempotencyTable for an hour): a repeat of the key by the same site answers what the first
+request answered (the same operation, or the same 204) without claiming again, so a site may
+retry a claim whose answer it lost. Without the header (the NMDC site client sends none) each
+request is a new claim, as before.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
 from jobtriggers.dal.claims import JobClaims
+from jobtriggers.dal.idempotency import claim_records
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.errors import UnauthorizedError
+from jobtriggers.dal.tables import raise_store_error
+from jobtriggers.errors import (
+    BadRequestError,
+    ConflictError,
+    JobTriggersError,
+    UnauthorizedError,
+    ValidationFailed,
+)
 from jobtriggers.logic.claims import ClaimService, SiteRef
 from jobtriggers.models import ID_MAX_LENGTH, Operation
 
 router = Router()
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# How long a key is remembered: far longer than any client retries one claim.
+IDEMPOTENCY_SECONDS = 3600
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
 class ClaimNextRequest(BaseModel):
@@ -71,15 +97,82 @@ def release_job(job_id: JobIdPath) -> Operation:
     responses={
         200: {"description": "the operation of the job this site now holds"},
         204: {"description": "no job this site may run is claimable now", "content": {}},
+        409: {"description": "a request with the same Idempotency-Key is still being answered"},
+        422: {"description": "the body is invalid, or the Idempotency-Key was used with another body"},
     },
 )
 def claim_next_job(
     body: Annotated[ClaimNextRequest | None, Body(description="optional: {workflow_id}")] = None,
 ) -> Response[Operation | None]:
-    """Claim the oldest claimable job this site may run, or 204 when there is none."""
+    """Claim a claimable job this site may run, or 204 when there is none. Send an
+    `Idempotency-Key` header (one per logical claim, the same on its retries) to make retries safe:
+    a repeat answers what the first request answered."""
     site = calling_site()
-    operation = claim_service().claim_next(site, body.workflow_id if body else None)
+    workflow_id = body.workflow_id if body else None
+    key = idempotency_key()
+    if key is None:
+        operation = claim_service().claim_next(site, workflow_id)
+    else:
+        operation = claim_next_once(site, workflow_id, key)
     if operation is None:
         # Not JSON, so Powertools sends no body at all (a JSON None would be the text "null").
         return Response(status_code=204, content_type=content_types.TEXT_PLAIN, body=None)
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=operation)
+
+
+def idempotency_key() -> str | None:
+    raw = router.current_event.headers.get(IDEMPOTENCY_HEADER)  # case-insensitive in Powertools v3
+    if raw is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(raw):
+        raise BadRequestError(
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters without spaces, "
+            "e.g. a UUID; send a new one for each claim and the same one when retrying it"
+        )
+    return raw
+
+
+def claim_next_once(site: SiteRef, workflow_id: str | None, key: str) -> Operation | None:
+    """claim-next at most once per (site, Idempotency-Key); a repeat gets the first answer."""
+    config = IdempotencyConfig(
+        event_key_jmespath="[site_id, key]",
+        payload_validation_jmespath="workflow_id",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
+    )
+    context = router.lambda_context
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        # An invocation that dies mid-claim leaves its key "in progress" only until it would have
+        # timed out; a retry after that claims afresh.
+        config.register_lambda_context(context)
+
+    def claim(request: dict[str, Any]) -> dict[str, Any] | None:
+        operation = claim_service().claim_next(site, request["workflow_id"])
+        return operation.model_dump(mode="json") if operation is not None else None
+
+    once = idempotent_function(
+        claim,
+        data_keyword_argument="request",
+        persistence_store=claim_records(),
+        config=config,
+        key_prefix="claim-next",
+    )
+    try:
+        answer = once(request={"site_id": site.id, "key": key, "workflow_id": workflow_id})
+    except IdempotencyValidationError as exc:
+        raise ValidationFailed(
+            f"this {IDEMPOTENCY_HEADER} was used with another workflow_id; send a new key for a new claim",
+            loc=["header", IDEMPOTENCY_HEADER],
+        ) from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise ConflictError(
+            f"a claim with this {IDEMPOTENCY_HEADER} is still being answered; retry it in a second"
+        ) from exc
+    except IdempotencyPersistenceLayerError as exc:
+        # The idempotency table failed (throttled, unreachable): as any other store failure.
+        cause = exc.__cause__
+        if isinstance(cause, JobTriggersError):
+            raise cause from exc
+        failure = cause if isinstance(cause, Exception) else exc
+        raise_store_error(failure, f"keep the {IDEMPOTENCY_HEADER} of a claim")
+    return Operation.model_validate(answer) if answer is not None else None
