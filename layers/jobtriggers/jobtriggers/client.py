@@ -241,6 +241,7 @@ class SiteClient:
         status: str | None = None,
         claimable: bool = False,
         site_id: str | None = None,
+        workflow_missing: bool | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Every job matching the filters, fetching pages as it goes."""
@@ -249,6 +250,7 @@ class SiteClient:
             "status": status,
             "claimable": "true" if claimable else None,
             "site_id": site_id,
+            "workflow_missing": None if workflow_missing is None else str(workflow_missing).lower(),
         }
         for item in self._pages("/jobs", params, page_size):
             yield Job.model_validate(item)

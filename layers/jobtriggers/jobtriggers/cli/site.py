@@ -41,7 +41,7 @@ from jobtriggers.client import (
     SiteApiError,
     SiteClient,
 )
-from jobtriggers.models import Operation
+from jobtriggers.models import Job, Operation
 
 app = typer.Typer(no_args_is_help=True, help="For sites: list, claim and run jobs over the API.")
 
@@ -108,6 +108,11 @@ def list_jobs(
     status: str | None = typer.Option(None, "--status", help="pending, claimed, done or failed"),
     claimable: bool = typer.Option(False, "--claimable", help="only jobs that can be claimed now"),
     mine: bool = typer.Option(False, "--mine", help="only jobs this site holds or held"),
+    workflow_missing: bool = typer.Option(
+        False,
+        "--workflow-missing",
+        help="only jobs whose workflow is gone from the registry (nobody can claim them)",
+    ),
     limit: int = typer.Option(200, "--limit", min=1, help="stop after this many"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -115,12 +120,14 @@ def list_jobs(
     with site_client() as api:
         try:
             site_id = api.site_id() if mine else None
-            jobs = list(
-                islice(
-                    api.list_jobs(workflow_id=workflow, status=status, claimable=claimable, site_id=site_id),
-                    limit,
-                )
+            listing = api.list_jobs(
+                workflow_id=workflow,
+                status=status,
+                claimable=claimable,
+                site_id=site_id,
+                workflow_missing=True if workflow_missing else None,
             )
+            jobs = list(islice(listing, limit))
         except SiteApiError as exc:
             _api_fail(exc)
     if as_json:
@@ -135,10 +142,21 @@ def list_jobs(
             "site": j.site_id,
             "attempts": j.attempts,
             "lease ends": j.lease_expires_at,
+            "note": _job_note(j),
         }
         for j in jobs
     ]
-    print_table(rows, ["id", "workflow", "object", "status", "site", "attempts", "lease ends"], title="jobs")
+    columns = ["id", "workflow", "object", "status", "site", "attempts", "lease ends", "note"]
+    print_table(rows, columns, title="jobs")
+
+
+def _job_note(job: Job) -> str:
+    if job.workflow_missing:
+        return "workflow missing from the registry: nobody can claim it"
+    error = job.last_error
+    if isinstance(error, dict) and error.get("code"):
+        return f"last error {error['code']}"
+    return ""
 
 
 @app.command("claim")
