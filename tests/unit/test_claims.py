@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobtriggers.dal.claims import ClaimWrite, ExpiryWrite, OperationWrite
+from jobtriggers.dal.claims import ClaimWrite, ExpiryWrite, OperationWrite, request_token
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.operations import site_done
 from jobtriggers.errors import (
@@ -621,7 +621,7 @@ def test_an_expired_lease_is_a_failed_attempt_and_the_last_one_fails_the_job(
     assert store.job(job_id)["last_error"]["code"] == "lease_expired"
     # When B's lease ends too and a site tries to take the job over
     clock.advance(61)
-    with pytest.raises(ConflictError, match="failed.*lease_expired"):
+    with pytest.raises(ConflictError, match=r"failed.*lease_expired"):
         service.claim(job_id, A)
     # Then the job failed for good, with lease_expired as its result and last error
     job = store.job(job_id)
@@ -723,3 +723,15 @@ def test_claim_next_rotates_over_the_workflows(store: FakeStore, clock: Clock) -
         firsts.add(op.metadata["job"]["workflow"]["id"])
     # Then they do not all take the same workflow's job (no workflow starves the others)
     assert len(firsts) >= 3
+
+
+def test_a_transactions_request_token_is_its_items_and_attempt() -> None:
+    # Given the items of one write
+    items = [{"Update": {"TableName": "jobs", "Key": {"job_key": {"S": "wf#o"}}}}]
+    # When its token is derived twice, and for a send after a conflict
+    first, again, after_conflict = request_token(items), request_token(items), request_token(items, 1)
+    # Then the same write has the same token (DynamoDB answers its repeat with success), a new send
+    # a new one, and every token fits DynamoDB's 36 characters
+    assert first == again != after_conflict
+    assert request_token([{"Update": {"TableName": "jobs", "Key": {"job_key": {"S": "wf#p"}}}}]) != first
+    assert all(1 <= len(t) <= 36 for t in (first, after_conflict))
