@@ -13,12 +13,11 @@ request is a new claim, as before.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -35,7 +34,6 @@ from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
 from jobtriggers.dal.tables import raise_store_error
 from jobtriggers.errors import (
-    BadRequestError,
     ConflictError,
     JobTriggersError,
     UnauthorizedError,
@@ -49,7 +47,7 @@ router = Router()
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # How long a key is remembered: far longer than any client retries one claim.
 IDEMPOTENCY_SECONDS = 3600
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces
 
 
 class ClaimNextRequest(BaseModel):
@@ -97,39 +95,33 @@ def release_job(job_id: JobIdPath) -> Operation:
     responses={
         200: {"description": "the operation of the job this site now holds"},
         204: {"description": "no job this site may run is claimable now", "content": {}},
-        409: {"description": "a request with the same Idempotency-Key is still being answered"},
-        422: {"description": "the body is invalid, or the Idempotency-Key was used with another body"},
     },
 )
 def claim_next_job(
     body: Annotated[ClaimNextRequest | None, Body(description="optional: {workflow_id}")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="one per logical claim (e.g. a UUID), the same on each of its retries: a repeat "
+            "by this site answers what the first request answered, for an hour",
+        ),
+    ] = None,
 ) -> Response[Operation | None]:
     """Claim a claimable job this site may run, or 204 when there is none. Send an
     `Idempotency-Key` header (one per logical claim, the same on its retries) to make retries safe:
-    a repeat answers what the first request answered."""
+    a repeat answers what the first request answered; 422 when the key was used with another body,
+    409 while the first request with the key is still being answered."""
     site = calling_site()
     workflow_id = body.workflow_id if body else None
-    key = idempotency_key()
-    if key is None:
+    if idempotency_key is None:
         operation = claim_service().claim_next(site, workflow_id)
     else:
-        operation = claim_next_once(site, workflow_id, key)
+        operation = claim_next_once(site, workflow_id, idempotency_key)
     if operation is None:
         # Not JSON, so Powertools sends no body at all (a JSON None would be the text "null").
         return Response(status_code=204, content_type=content_types.TEXT_PLAIN, body=None)
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=operation)
-
-
-def idempotency_key() -> str | None:
-    raw = router.current_event.headers.get(IDEMPOTENCY_HEADER)  # case-insensitive in Powertools v3
-    if raw is None:
-        return None
-    if not _IDEMPOTENCY_KEY.match(raw):
-        raise BadRequestError(
-            f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters without spaces, "
-            "e.g. a UUID; send a new one for each claim and the same one when retrying it"
-        )
-    return raw
 
 
 def claim_next_once(site: SiteRef, workflow_id: str | None, key: str) -> Operation | None:
