@@ -35,6 +35,11 @@ SERVER_ERROR = "server_error"
 TIMEOUT = "timeout"
 LOST_RESPONSE = "lost_response"
 ALL_KINDS = (THROTTLE, SERVER_ERROR, TIMEOUT, LOST_RESPONSE)
+# Opt-in (not in ALL_KINDS): TransactWriteItems cancelled because another transaction held one of
+# its items at that moment. Nothing is written; DynamoDB says so with the TransactionConflict
+# reason, which is not a failed condition. Other operations never get this kind.
+CONFLICT = "conflict"
+KNOWN_KINDS = (*ALL_KINDS, CONFLICT)
 
 _DYNAMODB_ERRORS = {
     THROTTLE: (
@@ -82,9 +87,9 @@ class FaultInjector:
     ) -> None:
         if not 0 <= rate <= 1:
             raise ValueError("rate is a fraction between 0 and 1")
-        unknown = set(kinds) - set(ALL_KINDS)
+        unknown = set(kinds) - set(KNOWN_KINDS)
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {ALL_KINDS}")
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {KNOWN_KINDS}")
         self.rate = rate
         self.kinds = tuple(kinds)
         self.operations = operations
@@ -131,10 +136,17 @@ class FaultInjector:
                 return None
             if self.only_if_body_contains is not None and self.only_if_body_contains not in body:
                 return None
+            kinds = (
+                self.kinds
+                if operation == "TransactWriteItems"
+                else tuple(k for k in self.kinds if k != CONFLICT)
+            )
+            if not kinds:
+                return None
             self.calls += 1
             if self._rng.random() >= self.rate:
                 return None
-            kind = self._rng.choice(self.kinds)
+            kind = self._rng.choice(kinds)
             self.faults[kind] += 1
             self.by_operation[operation] += 1
             return kind
@@ -156,6 +168,8 @@ class FaultInjector:
             headers["Content-Type"] = "application/x-amz-json-1.0"
             headers["x-amzn-RequestId"] = uuid.uuid4().hex
             return AWSResponse(request.url, status, headers, _Body(error.encode()))
+        if kind == CONFLICT:
+            return _transaction_conflict(request.url, body)
         if kind == LOST_RESPONSE:
             # The request arrives and is applied; only its answer is lost.
             answer = self._http.request(
@@ -205,6 +219,24 @@ class FaultInjector:
                 "by_operation": dict(self.by_operation),
                 "idempotent_replays": self.replayed,
             }
+
+
+def _transaction_conflict(url: str, body: bytes) -> AWSResponse:
+    """TransactWriteItems' answer when another transaction was on one of its items: cancelled, with
+    one reason per item, the last one TransactionConflict (as DynamoDB words it)."""
+    count = max(len(json.loads(body).get("TransactItems", [])), 1)
+    reasons = [{"Code": "None"}] * (count - 1)
+    reasons.append({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})
+    error = {
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
+        f"[{', '.join(r['Code'] for r in reasons)}]",
+        "CancellationReasons": reasons,
+    }
+    headers = HTTPHeaders()
+    headers["Content-Type"] = "application/x-amz-json-1.0"
+    headers["x-amzn-RequestId"] = uuid.uuid4().hex
+    return AWSResponse(url, 400, headers, _Body(json.dumps(error).encode()))
 
 
 @contextmanager

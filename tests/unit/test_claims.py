@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobtriggers.dal.claims import ClaimWrite, OperationWrite
+from jobtriggers.dal.claims import ClaimWrite, ExpiryWrite, OperationWrite, request_token
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.operations import site_done
 from jobtriggers.errors import (
@@ -53,6 +53,8 @@ class FakeStore:
         self.ops: dict[str, dict[str, Any]] = {}
         # Runs just before a write is checked: lets a test change the job under the claimer.
         self.before_write: Callable[[], None] | None = None
+        self.queries: list[tuple[str | None, str]] = []
+        self.expiries = 0
 
     def add_job(self, workflow_id: str, object_id: str, created_at: datetime = T0) -> str:
         item = new_job_item(workflow_id, object_id, None, iso(created_at))
@@ -71,40 +73,40 @@ class FakeStore:
     def get_operation(self, op_id: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.ops.get(op_id))
 
-    def candidates(
+    def queue_page(
         self,
         workflow_id: str | None,
+        queue: str,
         now: str,
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        def wanted(j: dict[str, Any]) -> bool:
-            return workflow_id is None or j["workflow_id"] == workflow_id
+        self.queries.append((workflow_id, queue))
 
-        pending = sorted(
-            (j for j in self.jobs.values() if j["status"] == "pending" and wanted(j)),
-            key=lambda j: j["queue_at"],
-        )
-        ended = sorted(
-            (j for j in self.jobs.values() if j["status"] == "claimed" and j["queue_at"] < now and wanted(j)),
-            key=lambda j: j["queue_at"],
-        )
-        everything = pending + ended
+        def wanted(j: dict[str, Any]) -> bool:
+            if workflow_id is not None and j["workflow_id"] != workflow_id:
+                return False
+            if queue == "pending":
+                return bool(j["status"] == "pending")
+            return bool(j["status"] == "claimed" and j["queue_at"] < now)
+
+        everything = sorted((j for j in self.jobs.values() if wanted(j)), key=lambda j: j["queue_at"])
         start = int(page_token or 0)
         page = everything[start : start + limit]
         more = start + limit < len(everything)
         return copy.deepcopy(page), (str(start + limit) if more else None)
 
+    def ended_leases(
+        self, now: str, limit: int, page_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return self.queue_page(None, "ended", now, limit, page_token)
+
     def start_claim(self, claim: ClaimWrite) -> bool:
         if self.before_write:
             self.before_write()
         job = self.jobs[claim.job_key]
-        if job["status"] != claim.expect_status or job["attempts"] != claim.expect_attempts:
-            return False
-        if claim.expect_status == JobStatus.claimed and (
-            job["operation_id"] != claim.expired_operation_id or not job["lease_expires_at"] < claim.now
-        ):
+        if job["status"] != "pending" or job["attempts"] != claim.expect_attempts:
             return False
         if claim.operation["id"] in self.ops:
             return False
@@ -116,13 +118,30 @@ class FakeStore:
             lease_expires_at=claim.lease_expires_at,
             queue_at=claim.lease_expires_at,
             attempts=claim.expect_attempts + 1,
+            max_attempts=claim.max_attempts,
             claims=[*job["claims"], {"op_id": claim.operation["id"], "site_id": claim.site_id}],
         )
         self.ops[claim.operation["id"]] = copy.deepcopy(claim.operation)
-        if claim.expired_operation_id and claim.expired_site_id:
-            self.ops[claim.expired_operation_id].update(
-                done=True, result=claim.expired_result, site_done=site_done(claim.expired_site_id, True)
-            )
+        return True
+
+    def expire(self, expiry: ExpiryWrite) -> bool:
+        if self.before_write:
+            self.before_write()
+        job = self.jobs[expiry.job_key]
+        if (
+            job["status"] != "claimed"
+            or job["operation_id"] != expiry.op_id
+            or job.get("lease_expires_at") != expiry.lease_expires_at
+        ):
+            return False
+        job.update(status=expiry.job_status.value, queue_at=expiry.now, last_error=expiry.error)
+        job.pop("lease_expires_at", None)
+        if expiry.job_status == JobStatus.failed:
+            job["result"] = expiry.error
+        self.ops[expiry.op_id].update(
+            done=True, result=expiry.error, site_done=site_done(expiry.site_id, True)
+        )
+        self.expiries += 1
         return True
 
     def apply(self, write: OperationWrite) -> bool:
@@ -143,6 +162,10 @@ class FakeStore:
             job.pop("lease_expires_at", None)
             if write.job_status in (JobStatus.done, JobStatus.failed):
                 job["result"] = write.result
+            if write.error is not None:
+                job["last_error"] = write.error
+            if write.give_back_attempt:
+                job["attempts"] -= 1
             op.update(done=True, result=write.result, site_done=site_done(write.site_id, True))
         return True
 
@@ -156,6 +179,10 @@ class FakeRegistry:
         if entry_id not in self.workflows:
             raise NotFoundError(f"workflow '{entry_id}' does not exist")
         return self.workflows[entry_id]
+
+    def list_all(self, kind: str) -> list[Workflow]:
+        assert kind == "workflow"
+        return list(self.workflows.values())
 
 
 def _workflow(wf_id: str, **kw: Any) -> Workflow:
@@ -442,10 +469,12 @@ def test_release_by_holder_returns_the_job_and_cancels_the_operation(
     # Then the job is pending, the operation done and cancelled
     assert store.job(job_id)["status"] == "pending"
     assert released.id == op.id and released.done is True and released.metadata["cancelled"] is True
-    # And releasing again is a 409 (not claimed), and B may claim it now
+    # And the release gave its attempt back: the job has used none
+    assert store.job(job_id)["attempts"] == 0
+    # And releasing again is a 409 (not claimed), and B may claim it now, as attempt 1 again
     with pytest.raises(ConflictError, match="not claimed"):
         service.release(job_id, A)
-    assert service.claim(job_id, B).operation.metadata["attempt"] == 2
+    assert service.claim(job_id, B).operation.metadata["attempt"] == 1
 
 
 def test_claim_next_takes_the_oldest_runnable_jobs_first(
@@ -557,3 +586,152 @@ def test_a_late_heartbeat_before_any_takeover_revives_the_lease(
     assert store.job(job_id)["lease_expires_at"] == iso(clock.now + timedelta(seconds=60))
     with pytest.raises(ConflictError):
         service.claim(job_id, B)
+
+
+# --------------------------------------------------------------------------- attempts and expiries
+
+
+def test_releases_give_their_attempts_back(service: ClaimService, store: FakeStore) -> None:
+    # Given a job of a workflow with max_attempts 2, released twice by its holders
+    job_id = store.add_job("wf", "o")
+    for site in (A, B):
+        service.claim(job_id, site)
+        service.release(job_id, site)
+    # When the next claim ends in an error
+    op = service.claim(job_id, A).operation
+    service.update_operation(op.id, A, OperationPatch(done=True, result={"code": "exit_1", "message": "x"}))
+    # Then that was its first failed attempt: the job is pending again, not failed
+    job = store.job(job_id)
+    assert (job["status"], job["attempts"]) == ("pending", 1)
+    assert job["last_error"] == {"code": "exit_1", "message": "x"}
+
+
+def test_an_expired_lease_is_a_failed_attempt_and_the_last_one_fails_the_job(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given a job of a workflow with max_attempts 2 and a 60 s lease, whose holders keep dying
+    job_id = store.add_job("wf", "o")
+    first = service.claim(job_id, A).operation
+    clock.advance(61)
+    # When site B claims it after the first lease ended
+    second = service.claim(job_id, B).operation
+    # Then the first attempt counted as failed with lease_expired, and B holds attempt 2
+    assert second.metadata["attempt"] == 2
+    assert store.ops[first.id]["result"]["code"] == "lease_expired"
+    assert store.job(job_id)["last_error"]["code"] == "lease_expired"
+    # When B's lease ends too and a site tries to take the job over
+    clock.advance(61)
+    with pytest.raises(ConflictError, match=r"failed.*lease_expired"):
+        service.claim(job_id, A)
+    # Then the job failed for good, with lease_expired as its result and last error
+    job = store.job(job_id)
+    assert job["status"] == "failed" and job["attempts"] == 2
+    assert job["result"]["code"] == job["last_error"]["code"] == "lease_expired"
+    assert store.ops[second.id]["done"] is True
+    assert service.claim_next(A) is None
+
+
+def test_the_reaper_expires_ended_leases_without_any_claim(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given three claimed jobs (max_attempts 2): one on its first attempt, one on its last, one live
+    first, last, live = store.add_job("wf", "a"), store.add_job("wf", "b"), store.add_job("wf", "c")
+    service.claim(first, A)
+    service.claim(last, A)
+    store.job(last)["attempts"] = 2
+    clock.advance(61)
+    service.claim(live, A)
+    # When the reaper runs
+    report = service.expire_ended_leases()
+    # Then the first is pending again, the last failed with lease_expired, the live one untouched
+    assert (report.seen, report.pending, report.failed, report.skipped) == (2, 1, 1, 0)
+    assert store.job(first)["status"] == "pending" and store.job(first)["attempts"] == 1
+    assert store.job(last)["status"] == "failed" and store.job(last)["result"]["code"] == "lease_expired"
+    assert store.job(live)["status"] == "claimed"
+    # And a second run finds nothing to do
+    assert service.expire_ended_leases().seen == 0
+
+
+def test_the_reaper_is_bounded_per_run(service: ClaimService, store: FakeStore, clock: Clock) -> None:
+    # Given 7 ended leases
+    ids = [store.add_job("wf", f"o{i}") for i in range(7)]
+    for job_id in ids:
+        service.claim(job_id, A)
+    clock.advance(61)
+    # When the reaper may handle 5 per run, Then it handles 5 and says more are left; the next run the rest
+    report = service.expire_ended_leases(max_jobs=5)
+    assert (report.seen, report.pending, report.more) == (5, 5, True)
+    report = service.expire_ended_leases(max_jobs=5)
+    assert (report.seen, report.pending, report.more) == (2, 2, False)
+
+
+def test_an_expiry_loses_to_a_heartbeat_that_came_first(
+    service: ClaimService, store: FakeStore, clock: Clock
+) -> None:
+    # Given an ended lease, as an (eventually consistent) index showed it to the reaper
+    job_id = store.add_job("wf", "o")
+    op = service.claim(job_id, A).operation
+    clock.advance(61)
+    seen = store.get_job(job_id)
+    # When the holder's late heartbeat lands before the expiry
+    service.update_operation(op.id, A, OperationPatch())
+    # Then the expiry of what was seen changes nothing, and the holder keeps the job
+    assert service.expire_lease(seen, clock.now) is None
+    assert store.job(job_id)["status"] == "claimed" and store.job(job_id)["operation_id"] == op.id
+    assert store.ops[op.id]["done"] is False
+
+
+# --------------------------------------------------------------------------- claim-next reads
+
+
+def test_claim_next_reads_only_the_queues_of_workflows_the_site_may_run(
+    store: FakeStore, clock: Clock
+) -> None:
+    # Given 500 older jobs of a gpu workflow and of a workflow no longer in the registry, and one job
+    # of a workflow the site may run
+    for i in range(250):
+        store.add_job("gpu-wf", f"g{i}", created_at=T0 - timedelta(hours=2))
+        store.add_job("removed-wf", f"r{i}", created_at=T0 - timedelta(hours=1))
+    job_id = store.add_job("wf", "o")
+    registry = FakeRegistry(_workflow("wf"), _workflow("gpu-wf", capability_ids=["gpu"]))
+    service = ClaimService(store, registry, clock=clock, rng=random.Random(3))
+    # When a site without gpu asks for the next job
+    op = service.claim_next(A)
+    # Then it gets the one it may run, having read only that workflow's queue
+    assert op is not None and op.metadata["job"]["id"] == job_id
+    assert {wf for wf, _ in store.queries} == {"wf"}
+    # And the others stay pending: the removed workflow's jobs are claimed by nobody
+    store.queries.clear()
+    assert service.claim_next(SiteRef.of("gpu-site", ["gpu"])) is not None
+    assert {wf for wf, _ in store.queries} <= {"wf", "gpu-wf"}
+    assert all(j["status"] == "pending" for j in store.jobs.values() if j["workflow_id"] == "removed-wf")
+
+
+def test_claim_next_rotates_over_the_workflows(store: FakeStore, clock: Clock) -> None:
+    # Given five workflows with one job each
+    workflows = [_workflow(f"wf{i}") for i in range(5)]
+    for wf in workflows:
+        store.add_job(wf.id, "o")
+    firsts = set()
+    for seed in range(12):
+        # When sites with their own random order ask for the next job (each on a copy of the queue)
+        service = ClaimService(
+            copy.deepcopy(store), FakeRegistry(*workflows), clock=clock, rng=random.Random(seed)
+        )
+        op = service.claim_next(A)
+        assert op is not None
+        firsts.add(op.metadata["job"]["workflow"]["id"])
+    # Then they do not all take the same workflow's job (no workflow starves the others)
+    assert len(firsts) >= 3
+
+
+def test_a_transactions_request_token_is_its_items_and_attempt() -> None:
+    # Given the items of one write
+    items = [{"Update": {"TableName": "jobs", "Key": {"job_key": {"S": "wf#o"}}}}]
+    # When its token is derived twice, and for a send after a conflict
+    first, again, after_conflict = request_token(items), request_token(items), request_token(items, 1)
+    # Then the same write has the same token (DynamoDB answers its repeat with success), a new send
+    # a new one, and every token fits DynamoDB's 36 characters
+    assert first == again != after_conflict
+    assert request_token([{"Update": {"TableName": "jobs", "Key": {"job_key": {"S": "wf#p"}}}}]) != first
+    assert all(1 <= len(t) <= 36 for t in (first, after_conflict))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,106 @@ def test_config_from_environment_then_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/jobtriggers/site.toml
     with pytest.raises(typer.Exit):
         load_config({"JOBTRIGGERS_URL": "https://env"})
+
+
+# --------------------------------------------------------------------------- claims that may be retried
+
+
+def test_claim_next_sends_one_idempotency_key_through_its_retries() -> None:
+    # Given an API whose first claim answer is lost (502), then answered; then a second claim
+    answers = iter(
+        [
+            httpx.Response(502, json={"detail": "bad gateway"}),
+            httpx.Response(200, json=OP),
+            httpx.Response(204),
+        ]
+    )
+    api = Api(lambda r: next(answers))
+    site = client(api)
+    # When the site claims twice
+    assert site.claim_next("wf") is not None
+    assert site.claim_next("wf") is None
+    # Then the first claim's two requests carried the same key, and the second claim a new one
+    keys = [r.headers.get("Idempotency-Key") for r in api.calls("/jobs:claim")]
+    assert len(keys) == 3 and keys[0] and keys[0] == keys[1] != keys[2]
+
+
+def test_claim_next_waits_out_a_retry_that_overtook_the_first_request() -> None:
+    # Given an API still answering the first request with this key (409), then answering
+    answers = iter(
+        [httpx.Response(409, json={"detail": "still being answered"}), httpx.Response(200, json=OP)]
+    )
+    api = Api(lambda r: next(answers))
+    sleeps: list[float] = []
+    # When the site claims with its own key, Then it waited once and got the operation, with that key
+    assert client(api, sleeps=sleeps).claim_next(idempotency_key="k-1") is not None
+    assert len(sleeps) == 1
+    assert [r.headers["Idempotency-Key"] for r in api.calls("/jobs:claim")] == ["k-1", "k-1"]
+
+
+def test_site_work_outlives_server_faults_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from jobtriggers.cli import site as site_cli
+
+    # Given an API that fails the first claims (a 500, then 503s through all the client's retries,
+    # then unreachable), then hands out one job and then has none
+    lease_end = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    job_op = {**OP, "metadata": {"job": {"id": "job-1"}, "attempt": 1, "lease_expires_at": lease_end}}
+    claim_answers = iter(
+        [httpx.Response(500, json={"detail": "internal error; it has been logged"})]
+        + [httpx.Response(503, json={"detail": "the store is busy"})] * 6
+        + ["unreachable"] * 6
+        + [httpx.Response(200, json=job_op), httpx.Response(204)]
+    )
+    reports: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/jobs:claim":
+            answer = next(claim_answers)
+            if answer == "unreachable":
+                raise httpx.ConnectError("connection refused", request=request)
+            return answer  # type: ignore[return-value]
+        reports.append(json.loads(request.content))
+        return httpx.Response(200, json={**job_op, "done": True})
+
+    api = Api(handler)
+    monkeypatch.setattr(site_cli, "site_client", lambda: client(api))
+    pauses: list[float] = []
+    monkeypatch.setattr(site_cli.time, "sleep", pauses.append)
+    # When the worker runs until no job is left
+    result = CliRunner().invoke(
+        site_cli.app,
+        ["work", "--workflow", "wf", "--", sys.executable, "-c", 'print(\'{"outputs": ["o"]}\')'],
+    )
+    # Then it did not die: it waited three times (growing pauses), saying why, then ran the job
+    assert result.exit_code == 0, result.output
+    assert len(pauses) == 3 and pauses[0] <= pauses[2]
+    assert "500" in result.output and "the store is busy" in result.output and "unreachable" in result.output
+    assert reports == [{"done": True, "result": {"outputs": ["o"]}}]
+    # And every try of the claim that failed carried one key; the next claim a new one
+    keys = [r.headers["Idempotency-Key"] for r in api.calls("/jobs:claim")]
+    assert len(set(keys[:-1])) == 1 and keys[-1] != keys[0]
+
+
+@pytest.mark.parametrize("status", [401, 403, 422])
+def test_site_work_stops_on_answers_retrying_cannot_change(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from jobtriggers.cli import site as site_cli
+
+    # Given an API that refuses the claim for a reason of the site's own
+    api = Api(lambda r: httpx.Response(status, json={"detail": "workflow 'wf' does not exist"}))
+    monkeypatch.setattr(site_cli, "site_client", lambda: client(api))
+    monkeypatch.setattr(site_cli.time, "sleep", lambda s: None)
+    # When the worker runs, Then it stops with the API's explanation
+    result = CliRunner().invoke(
+        site_cli.app, ["work", "--workflow", "wf", "--", sys.executable, "-c", "pass"]
+    )
+    assert result.exit_code == 1 and "does not exist" in result.output

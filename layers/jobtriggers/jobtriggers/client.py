@@ -9,8 +9,10 @@
 - Tokens come from POST /token (client credentials) and are fetched again shortly before they
   expire, or once when the API answers 401.
 - 429, 502, 503, 504 and connection errors are retried with exponential backoff and full jitter
-  (honouring Retry-After), a bounded number of times. Claims are safe to retry (a site that holds
-  the lease gets the same operation back); a completion retried after its first try went through
+  (honouring Retry-After), a bounded number of times. Claims are safe to retry: a site that holds
+  the lease gets the same operation back, and `claim_next` sends an `Idempotency-Key` (one per
+  logical claim, the same on each of its retries), so a claim whose answer was lost is answered
+  again instead of claiming a second job. A completion retried after its first try went through
   answers 409, which `complete`/`fail` recognise and treat as success.
 - Other errors raise typed exceptions that carry the API's `detail`.
 Lambda handlers never import this module; it is for sites and the CLI.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -29,6 +32,7 @@ import httpx
 from jobtriggers.models import Job, Operation
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class SiteApiError(Exception):
@@ -200,13 +204,15 @@ class SiteClient:
         sub = claims.get("sub")
         return sub if isinstance(sub, str) else None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """An authenticated request; a typed error for anything but 2xx."""
         if self._token is None or self._clock() >= self._token_refresh_at:
             self._fetch_token()
         for fresh_token in (False, True):
-            headers = {"Authorization": f"Bearer {self._token}"}
-            response = self._send(method, path, headers=headers, **kwargs)
+            all_headers = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
+            response = self._send(method, path, headers=all_headers, **kwargs)
             if response.status_code == 401 and not fresh_token:
                 self._fetch_token()  # revoked or expired early (clock skew): one more try
                 continue
@@ -235,6 +241,7 @@ class SiteClient:
         status: str | None = None,
         claimable: bool = False,
         site_id: str | None = None,
+        workflow_missing: bool | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
         """Every job matching the filters, fetching pages as it goes."""
@@ -243,6 +250,7 @@ class SiteClient:
             "status": status,
             "claimable": "true" if claimable else None,
             "site_id": site_id,
+            "workflow_missing": None if workflow_missing is None else str(workflow_missing).lower(),
         }
         for item in self._pages("/jobs", params, page_size):
             yield Job.model_validate(item)
@@ -254,10 +262,27 @@ class SiteClient:
         """Claim one job; the operation to report on (the same one again if this site holds it)."""
         return Operation.model_validate(self.request("POST", f"/jobs/{job_id}:claim").json())
 
-    def claim_next(self, workflow_id: str | None = None) -> Operation | None:
-        """Claim the oldest job this site may run (of one workflow if named), or None when there is none."""
+    def claim_next(
+        self, workflow_id: str | None = None, idempotency_key: str | None = None
+    ) -> Operation | None:
+        """Claim a job this site may run (of one workflow if named), or None when there is none.
+
+        One call is one logical claim: it sends one `Idempotency-Key` (a new one unless given) with
+        every retry, so however many times it is sent, at most one job is claimed for it. A 409
+        here means a retry overtook the first request with that key, still being answered: it is
+        waited out and asked again."""
         body = {"workflow_id": workflow_id} if workflow_id else None
-        response = self.request("POST", "/jobs:claim", json=body)
+        headers = {IDEMPOTENCY_HEADER: idempotency_key or uuid.uuid4().hex}
+        attempt = 0
+        while True:
+            try:
+                response = self.request("POST", "/jobs:claim", json=body, headers=headers)
+                break
+            except Conflict:
+                if attempt >= self.max_retries:
+                    raise
+                self._sleep(self._backoff(attempt, None))
+                attempt += 1
         if response.status_code == 204 or not response.content:
             return None
         return Operation.model_validate(response.json())

@@ -278,12 +278,27 @@ class Job(_Deferred):
     status: JobStatus = JobStatus.pending
     trigger_id: str | None = None
     claims: list[ClaimRef] = Field(default_factory=list)
-    attempts: int = 0
+    attempts: int = Field(
+        default=0,
+        description="attempts used: each claim takes one, a release gives it back; an error result or "
+        "an expired lease keeps it used, and the job fails once max_attempts are used",
+    )
+    max_attempts: int | None = Field(default=None, description="the workflow's limit, as of the last claim")
     site_id: str | None = Field(default=None, description="the site holding (or last holding) the job")
     operation_id: str | None = Field(default=None, description="the live or last operation")
     lease_expires_at: str | None = None
     result: Any = None
+    last_error: Any = Field(
+        default=None,
+        description="the error that ended the last failed attempt: the operation's error result, or "
+        "{code: lease_expired, message} when its holder stopped renewing the lease",
+    )
     updated_at: str | None = None
+    workflow_missing: bool = Field(
+        default=False,
+        description="the job's workflow is no longer in the registry: nobody can claim the job "
+        "until the workflow is back (GET /jobs?workflow_missing=true lists such jobs)",
+    )
 
 
 # --------------------------------------------------------------------------- operations

@@ -77,6 +77,13 @@ class TableNames(_Environment):
     operations_table: str = Field(alias="OPERATIONS_TABLE")
 
 
+class IdempotencySettings(_Environment):
+    """The table of POST /jobs:claim's idempotency records. Only ApiFunction has it (template.yaml
+    sets IDEMPOTENCY_TABLE in its own environment), so it is read only where a claim needs it."""
+
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=1)
+
+
 class TokenSettings(_Environment):
     """How access tokens are signed and how long they live."""
 
@@ -100,6 +107,11 @@ class JobSettings(_Environment):
 @lru_cache(maxsize=1)
 def table_names() -> TableNames:
     return TableNames.from_environ()
+
+
+@lru_cache(maxsize=1)
+def idempotency_settings() -> IdempotencySettings:
+    return IdempotencySettings.from_environ()
 
 
 @lru_cache(maxsize=1)
@@ -130,5 +142,6 @@ def require_settings(*groups: Callable[[], Any]) -> None:
 def reset_settings_cache() -> None:
     """Tests and the local runtime change the environment; they call this after."""
     table_names.cache_clear()
+    idempotency_settings.cache_clear()
     token_settings.cache_clear()
     job_settings.cache_clear()

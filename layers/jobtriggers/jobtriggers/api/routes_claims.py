@@ -3,27 +3,51 @@
 API Gateway routes whole path segments only: the template routes `POST /jobs/{job_id}` and
 `POST /jobs:claim`, and the resolver tells `:claim` from `:release` here (Powertools' route
 patterns accept `:`, and job ids never contain one). The rules live in logic/claims.py.
+
+`POST /jobs:claim` honours an `Idempotency-Key` header (Powertools' Idempotency utility, records
+in IdempotencyTable for an hour): a repeat of the key by the same site answers what the first
+request answered (the same operation, or the same 204) without claiming again, so a site may
+retry a claim whose answer it lost. Without the header (the NMDC site client sends none) each
+request is a new claim, as before.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
 from jobtriggers.dal.claims import JobClaims
+from jobtriggers.dal.idempotency import claim_records
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.errors import UnauthorizedError
+from jobtriggers.dal.tables import raise_store_error
+from jobtriggers.errors import (
+    ConflictError,
+    JobTriggersError,
+    UnauthorizedError,
+    ValidationFailed,
+)
 from jobtriggers.logic.claims import ClaimService, SiteRef
 from jobtriggers.models import ID_MAX_LENGTH, Operation
 
 router = Router()
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# How long a key is remembered: far longer than any client retries one claim.
+IDEMPOTENCY_SECONDS = 3600
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces
 
 
 class ClaimNextRequest(BaseModel):
@@ -75,11 +99,72 @@ def release_job(job_id: JobIdPath) -> Operation:
 )
 def claim_next_job(
     body: Annotated[ClaimNextRequest | None, Body(description="optional: {workflow_id}")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="one per logical claim (e.g. a UUID), the same on each of its retries: a repeat "
+            "by this site answers what the first request answered, for an hour",
+        ),
+    ] = None,
 ) -> Response[Operation | None]:
-    """Claim the oldest claimable job this site may run, or 204 when there is none."""
+    """Claim a claimable job this site may run, or 204 when there is none. Send an
+    `Idempotency-Key` header (one per logical claim, the same on its retries) to make retries safe:
+    a repeat answers what the first request answered; 422 when the key was used with another body,
+    409 while the first request with the key is still being answered."""
     site = calling_site()
-    operation = claim_service().claim_next(site, body.workflow_id if body else None)
+    workflow_id = body.workflow_id if body else None
+    if idempotency_key is None:
+        operation = claim_service().claim_next(site, workflow_id)
+    else:
+        operation = claim_next_once(site, workflow_id, idempotency_key)
     if operation is None:
         # Not JSON, so Powertools sends no body at all (a JSON None would be the text "null").
         return Response(status_code=204, content_type=content_types.TEXT_PLAIN, body=None)
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=operation)
+
+
+def claim_next_once(site: SiteRef, workflow_id: str | None, key: str) -> Operation | None:
+    """claim-next at most once per (site, Idempotency-Key); a repeat gets the first answer."""
+    config = IdempotencyConfig(
+        event_key_jmespath="[site_id, key]",
+        payload_validation_jmespath="workflow_id",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
+    )
+    context = router.lambda_context
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        # An invocation that dies mid-claim leaves its key "in progress" only until it would have
+        # timed out; a retry after that claims afresh.
+        config.register_lambda_context(context)
+
+    def claim(request: dict[str, Any]) -> dict[str, Any] | None:
+        operation = claim_service().claim_next(site, request["workflow_id"])
+        return operation.model_dump(mode="json") if operation is not None else None
+
+    once = idempotent_function(
+        claim,
+        data_keyword_argument="request",
+        persistence_store=claim_records(),
+        config=config,
+        key_prefix="claim-next",
+    )
+    try:
+        answer = once(request={"site_id": site.id, "key": key, "workflow_id": workflow_id})
+    except IdempotencyValidationError as exc:
+        raise ValidationFailed(
+            f"this {IDEMPOTENCY_HEADER} was used with another workflow_id; send a new key for a new claim",
+            loc=["header", IDEMPOTENCY_HEADER],
+        ) from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise ConflictError(
+            f"a claim with this {IDEMPOTENCY_HEADER} is still being answered; retry it in a second"
+        ) from exc
+    except IdempotencyPersistenceLayerError as exc:
+        # The idempotency table failed (throttled, unreachable): as any other store failure.
+        cause = exc.__cause__
+        if isinstance(cause, JobTriggersError):
+            raise cause from exc
+        failure = cause if isinstance(cause, Exception) else exc
+        raise_store_error(failure, f"keep the {IDEMPOTENCY_HEADER} of a claim")
+    return Operation.model_validate(answer) if answer is not None else None

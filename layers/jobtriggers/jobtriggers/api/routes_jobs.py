@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
 from jobtriggers.dal.jobs import JobRepository, job_from_item
+from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.errors import ValidationFailed
 from jobtriggers.models import Job, JobStatus
 
@@ -133,21 +134,37 @@ def list_jobs(
     claimable: Annotated[
         bool, Query(description="only jobs that can be claimed now: pending, or claimed with an ended lease")
     ] = False,
+    workflow_missing: Annotated[
+        bool | None,
+        Query(
+            description="only jobs whose workflow is (true) or is not (false) missing from the registry; "
+            "a page may then hold fewer jobs than asked for and still have a next_page_token"
+        ),
+    ] = None,
 ) -> JobList:
     require_site_id()
     criteria = job_criteria(
         workflow_id=workflow_id, object_id=object_id, status=status, site_id=site_id, filter_json=filter
     )
     if claimable:
+        if workflow_missing:
+            raise ValidationFailed(
+                "jobs whose workflow is missing are never claimable; send one of the two",
+                loc=["query", "workflow_missing"],
+            )
         return list_claimable_jobs(criteria, max_page_size, page_token)
     items, token = JobRepository().list_page(
         **criteria.repository_filters(), limit=max_page_size, page_token=page_token
     )
-    return JobList(resources=[job_from_item(i) for i in items], next_page_token=token)
+    jobs = with_registry_state(items)
+    if workflow_missing is not None:
+        jobs = [j for j in jobs if j.workflow_missing == workflow_missing]
+    return JobList(resources=jobs, next_page_token=token)
 
 
 def list_claimable_jobs(criteria: JobCriteria, limit: int, page_token: str | None) -> JobList:
-    """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status)."""
+    """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status),
+    without the jobs of workflows no longer in the registry (nobody can claim those)."""
     from jobtriggers.dal.claims import JobClaims
     from jobtriggers.models import iso, utcnow
 
@@ -158,10 +175,23 @@ def list_claimable_jobs(criteria: JobCriteria, limit: int, page_token: str | Non
             loc=["query", "claimable"],
         )
     items, token = JobClaims().candidates(criteria.workflow_id, iso(utcnow()), limit, page_token)
-    return JobList(resources=[job_from_item(i) for i in items], next_page_token=token)
+    jobs = [j for j in with_registry_state(items) if not j.workflow_missing]
+    return JobList(resources=jobs, next_page_token=token)
+
+
+def with_registry_state(items: list[dict[str, Any]]) -> list[Job]:
+    """The jobs, each saying whether its workflow is missing from the registry (one BatchGetItem
+    for the page's workflows)."""
+    workflow_ids = sorted({i["workflow_id"] for i in items})
+    existing = RegistryRepository().existing_ids("workflow", workflow_ids) if workflow_ids else set()
+    return [
+        job_from_item(i).model_copy(update={"workflow_missing": i["workflow_id"] not in existing})
+        for i in items
+    ]
 
 
 @router.get("/jobs/<job_id>", tags=["jobs"], security=SITE_TOKEN)
 def get_job(job_id: JobIdPath) -> Job:
     require_site_id()
-    return JobRepository().get(job_id)
+    [job] = with_registry_state([JobRepository().get_item_by_id(job_id)])
+    return job

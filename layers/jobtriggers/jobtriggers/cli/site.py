@@ -6,13 +6,17 @@ JOBTRIGGERS_CLIENT_SECRET, or from a TOML file (JOBTRIGGERS_CONFIG, else
 where other users of the machine could read the secret.
 
 `site work` is the worker loop: claim the next job, run a command on it with a heartbeat, report
-the outcome, repeat until no job is left.
+the outcome, repeat until no job is left. It outlives faults that are not its own: when a claim
+fails because the API or its store is busy, unreachable or failing (after the client's own
+retries), it waits (growing, jittered, at most a minute), says why, and claims again. Only an
+answer that retrying cannot change (bad credentials, a workflow it may not run) stops it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -20,6 +24,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +41,7 @@ from jobtriggers.client import (
     SiteApiError,
     SiteClient,
 )
-from jobtriggers.models import Operation
+from jobtriggers.models import Job, Operation
 
 app = typer.Typer(no_args_is_help=True, help="For sites: list, claim and run jobs over the API.")
 
@@ -103,6 +108,11 @@ def list_jobs(
     status: str | None = typer.Option(None, "--status", help="pending, claimed, done or failed"),
     claimable: bool = typer.Option(False, "--claimable", help="only jobs that can be claimed now"),
     mine: bool = typer.Option(False, "--mine", help="only jobs this site holds or held"),
+    workflow_missing: bool = typer.Option(
+        False,
+        "--workflow-missing",
+        help="only jobs whose workflow is gone from the registry (nobody can claim them)",
+    ),
     limit: int = typer.Option(200, "--limit", min=1, help="stop after this many"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -110,12 +120,14 @@ def list_jobs(
     with site_client() as api:
         try:
             site_id = api.site_id() if mine else None
-            jobs = list(
-                islice(
-                    api.list_jobs(workflow_id=workflow, status=status, claimable=claimable, site_id=site_id),
-                    limit,
-                )
+            listing = api.list_jobs(
+                workflow_id=workflow,
+                status=status,
+                claimable=claimable,
+                site_id=site_id,
+                workflow_missing=True if workflow_missing else None,
             )
+            jobs = list(islice(listing, limit))
         except SiteApiError as exc:
             _api_fail(exc)
     if as_json:
@@ -130,10 +142,21 @@ def list_jobs(
             "site": j.site_id,
             "attempts": j.attempts,
             "lease ends": j.lease_expires_at,
+            "note": _job_note(j),
         }
         for j in jobs
     ]
-    print_table(rows, ["id", "workflow", "object", "status", "site", "attempts", "lease ends"], title="jobs")
+    columns = ["id", "workflow", "object", "status", "site", "attempts", "lease ends", "note"]
+    print_table(rows, columns, title="jobs")
+
+
+def _job_note(job: Job) -> str:
+    if job.workflow_missing:
+        return "workflow missing from the registry: nobody can claim it"
+    error = job.last_error
+    if isinstance(error, dict) and error.get("code"):
+        return f"last error {error['code']}"
+    return ""
 
 
 @app.command("claim")
@@ -362,6 +385,33 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
     return RunOutcome(job_id, op.id, "error", seconds, error)
 
 
+# Claim failures a worker waits out: unreachable (0), rate-limited (429), a retry of the same claim
+# still being answered (409), and every server-side fault (5xx).
+TRANSIENT_STATUSES = frozenset({0, 409, 429})
+FIRST_PAUSE_SECONDS = 1.0
+MAX_PAUSE_SECONDS = 60.0
+
+
+def is_transient(exc: SiteApiError) -> bool:
+    return exc.status_code in TRANSIENT_STATUSES or exc.status_code >= 500
+
+
+class Backoff:
+    """Pauses between failed claims: doubling from a second up to a minute, with jitter so a fleet
+    that failed together does not come back together; `reset` after a success."""
+
+    def __init__(self, first: float = FIRST_PAUSE_SECONDS, cap: float = MAX_PAUSE_SECONDS) -> None:
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.first * 2**self.failures)
+        self.failures += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
 @app.command(
     "work",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -394,14 +444,28 @@ def work(
     # SIGTERM (a batch system ending the worker) is treated like Ctrl-C: release, then stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     op: Operation | None = None
+    backoff = Backoff()
+    # One Idempotency-Key per logical claim, kept while that claim is retried after a failure (its
+    # first try may have claimed a job whose answer was lost), new once an answer arrived.
+    claim_key = uuid.uuid4().hex
     with site_client() as api:
         try:
             while limit is None or done < limit:
                 op = None
                 try:
-                    op = api.claim_next(workflow)
+                    op = api.claim_next(workflow, idempotency_key=claim_key)
                 except SiteApiError as exc:
-                    _api_fail(exc)
+                    if not is_transient(exc):
+                        _api_fail(exc)
+                    pause = backoff.next()
+                    why = f"{exc.status_code or 'unreachable'}: {exc.detail}"
+                    err_console.print(
+                        f"[yellow]claiming failed[/yellow] ({why}); trying again in {pause:.1f}s"
+                    )
+                    time.sleep(pause)
+                    continue
+                backoff.reset()
+                claim_key = uuid.uuid4().hex
                 if op is None:
                     if wait <= 0:
                         err_console.print(f"no claimable {workflow} job; {done} run")

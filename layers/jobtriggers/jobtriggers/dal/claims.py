@@ -1,20 +1,32 @@
-"""Claims, heartbeats and completions: each one transaction over a job and its operation.
+"""Claims, heartbeats, completions and lease expiries: each one transaction over a job and its operation.
 
 Every write here is conditional on the state the caller read, so two claimers, a retried request
 or a fenced-off former holder can never both succeed:
-- a claim updates the job only if it is still `pending` (or still `claimed` by the same expired
-  operation, with its lease end before now) and its `attempts` are still what was read, and puts a
-  new operation that must not exist; a takeover also closes the expired operation;
+- a claim updates the job only if it is still `pending` and its `attempts` are still what was
+  read, and puts a new operation that must not exist;
+- an expiry updates the job only while it is `claimed` by that operation with the lease end that
+  was read (so a heartbeat in between wins), and closes that operation;
 - a heartbeat or a finish updates the job only while it is `claimed` by that operation, and the
   operation only while it is not `done` and belongs to that site.
 A lost race is `False`, never an exception: the caller re-reads and decides what to tell the site.
 Nothing relies on TTL (which deletes up to two days late): lease ends are compared with the clock.
+
+Every transaction carries a ClientRequestToken derived from its items, so a retry of the same
+write (botocore's, after a lost answer) is answered with success by DynamoDB instead of failing
+its own condition. A transaction cancelled only by a TransactionConflict (another transaction on
+the same item at that moment, not a changed item) is sent again a few times here, then reported
+as busy (503), never as a lost race (409).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -31,31 +43,49 @@ from jobtriggers.dal.tables import (
     to_attr,
     to_item,
 )
-from jobtriggers.errors import BadRequestError, JobTriggersError, ValidationFailed
+from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError, ValidationFailed
 from jobtriggers.models import JobStatus
 
-# Reasons a transaction is cancelled that mean "someone else changed the item first".
-_LOST_RACE_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 # What claim-next needs to pick candidates (it reads each job it tries in full, consistently).
 CANDIDATE_FIELDS = ("job_key", "id", "workflow_id", "status", "queue_at")
+# A transaction cancelled by TransactionConflict alone is sent again this many times (with a short
+# jittered pause), then reported as busy.
+CONFLICT_RETRIES = 3
+CONFLICT_PAUSE_SECONDS = 0.05
+# Cancellation reasons that mean the store was busy, not that an item changed.
+_BUSY_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+
+Queue = Literal["pending", "ended"]
 
 
 @dataclass(frozen=True)
 class ClaimWrite:
-    """One claim: the job as it was read (the guard), the new lease and the new operation."""
+    """One claim of a pending job: the job as it was read (the guard), the lease and the operation."""
 
     job_key: str
     workflow_id: str
     site_id: str
     now: str
     lease_expires_at: str
-    expect_status: JobStatus  # pending, or claimed for a takeover of an expired lease
     expect_attempts: int
+    max_attempts: int  # kept on the job, so an expiry needs nothing but the job to apply the rule
     operation: dict[str, Any]  # the new operation's item (dal.operations.new_operation_item)
-    # A takeover closes the expired holder's operation with this result, in the same transaction.
-    expired_operation_id: str | None = None
-    expired_site_id: str | None = None
-    expired_result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExpiryWrite:
+    """A lease that ended: the job leaves `claimed` (to `pending`, or `failed` when it used its last
+    attempt) and its operation is closed with `error`, if the job still holds `op_id` with the
+    lease end that was read."""
+
+    job_key: str
+    workflow_id: str
+    op_id: str
+    site_id: str  # the holder whose lease ended
+    now: str
+    lease_expires_at: str  # as read: a heartbeat since then moved it, and the expiry fails
+    job_status: JobStatus  # pending or failed
+    error: dict[str, Any]  # {code: lease_expired, message}
 
 
 @dataclass(frozen=True)
@@ -75,6 +105,8 @@ class OperationWrite:
     lease_expires_at: str | None = None
     job_status: JobStatus | None = None
     result: Any = None  # the operation's result (and the job's, when done or failed)
+    error: dict[str, Any] | None = None  # an error result: becomes the job's last_error
+    give_back_attempt: bool = False  # a release: the attempt it used is not counted
 
 
 class _Expression:
@@ -116,9 +148,15 @@ class _Expression:
 class JobClaims:
     """The conditional writes behind claims and operations, and the queries that find claimable jobs."""
 
-    def __init__(self, jobs_table: str | None = None, operations_table: str | None = None) -> None:
+    def __init__(
+        self,
+        jobs_table: str | None = None,
+        operations_table: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.jobs = JobRepository(jobs_table)
         self.operations = OperationRepository(operations_table)
+        self._sleep = sleep
 
     # ------------------------------------------------------------------ reads
 
@@ -129,39 +167,45 @@ class JobClaims:
     def get_operation(self, op_id: str) -> dict[str, Any] | None:
         return self.operations.get_item(op_id)
 
-    def _queue_page(
+    def queue_page(
         self,
-        status: JobStatus,
         workflow_id: str | None,
-        before: str | None,
+        queue: Queue,
+        now: str,
         limit: int,
-        page_token: str | None,
-        projection: tuple[str, ...] | None,
+        page_token: str | None = None,
+        brief: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Jobs of one status, oldest `queue_at` first; `before` keeps only queue_at < before."""
-        names = {"#st": "status"}
+        """One page of one queue, oldest `queue_at` first: `pending` jobs, or `ended` leases
+        (claimed jobs whose lease end is before `now`), of one workflow or of all.
+
+        `brief` returns only CANDIDATE_FIELDS: claim-next reads the job it tries afresh anyway
+        (indexes are eventually consistent), so the page itself only has to say which jobs.
+        `now` is not part of the query's identity: a token taken with one clock reading continues
+        with the next (a lease that ended meanwhile may then appear on a later page).
+        """
+        status = JobStatus.pending if queue == "pending" else JobStatus.claimed
+        names: dict[str, str] | None
         if workflow_id is None:
-            index, cond, values = "by_status", "#st = :st", {":st": status.value}
+            index, cond, names = "by_status", "#st = :st", {"#st": "status"}
+            values: dict[str, Any] = {":st": status.value}
         else:
-            index, cond, values = (
-                "by_workflow_status",
-                "workflow_status = :st",
-                {":st": f"{workflow_id}#{status}"},
-            )
-            names = {}
-        if before is not None:
+            index, cond, names = "by_workflow_status", "workflow_status = :st", None
+            values = {":st": f"{workflow_id}#{status}"}
+        if queue == "ended":
             cond += " AND queue_at < :before"
-            values[":before"] = before
+            values[":before"] = now
         return query_page(
             table=self.jobs.table,
             index=index,
             key_condition=cond,
             values=values,
-            names=names or None,
+            names=names,
             limit=limit,
             page_token=page_token,
-            projection=projection,
-            action=f"list {status} jobs",
+            projection=CANDIDATE_FIELDS if brief else None,
+            moving_values={":before"},
+            action=f"list {queue} jobs",
         )
 
     def candidates(
@@ -172,46 +216,40 @@ class JobClaims:
         page_token: str | None = None,
         brief: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of claimable jobs: pending ones first, then claimed ones whose lease ended.
-
-        `brief` returns only CANDIDATE_FIELDS: claim-next reads the job it tries afresh anyway
-        (indexes are eventually consistent), so the page itself only has to say which jobs.
-
-        Leases end rarely compared with jobs pending, so the two queues are read one after the
-        other rather than merged; the page token says which queue (and where in it) comes next.
-        (The clock moves between pages, so a lease that ends meanwhile may be seen on a later page.)
-        """
+        """One page of claimable jobs (GET /jobs?claimable=true): pending ones first, then claimed
+        ones whose lease ended. Leases end rarely compared with jobs pending, so the two queues are
+        read one after the other rather than merged; the token says which queue comes next."""
         phase, inner = _split_claimable_token(page_token, workflow_id)
-        projection = CANDIDATE_FIELDS if brief else None
         items: list[dict[str, Any]] = []
-        if phase == "p":
-            items, inner = self._queue_page(JobStatus.pending, workflow_id, None, limit, inner, projection)
+        if phase == "pending":
+            items, inner = self.queue_page(workflow_id, "pending", now, limit, inner, brief)
             if inner:
-                return items, _join_claimable_token("p", inner, workflow_id)
-            phase, inner = "e", None
+                return items, _join_claimable_token("pending", inner, workflow_id)
+            phase, inner = "ended", None
             if len(items) >= limit:
                 # Do not read the second queue within this page; say where to continue.
-                return items, _join_claimable_token("e", None, workflow_id)
-        more, inner = self._queue_page(
-            JobStatus.claimed, workflow_id, now, limit - len(items), inner, projection
-        )
+                return items, _join_claimable_token("ended", None, workflow_id)
+        more, inner = self.queue_page(workflow_id, "ended", now, limit - len(items), inner, brief)
         items += more
-        return items, _join_claimable_token("e", inner, workflow_id) if inner else None
+        return items, _join_claimable_token("ended", inner, workflow_id) if inner else None
+
+    def ended_leases(
+        self, now: str, limit: int, page_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Claimed jobs of every workflow whose lease ended before `now`, oldest lease end first
+        (whole items: the lease reaper decides on them, each write guarded by what it read)."""
+        return self.queue_page(None, "ended", now, limit, page_token)
 
     # ------------------------------------------------------------------ writes
 
     def start_claim(self, claim: ClaimWrite) -> bool:
-        """Claim the job and create its operation in one transaction; False when the job moved on."""
+        """Claim the pending job and create its operation in one transaction; False when the job
+        moved on."""
         job = _Expression()
         guard = [
-            f"{job.name('status')} = {job.value(claim.expect_status.value)}",
+            f"{job.name('status')} = {job.value(JobStatus.pending.value)}",
             f"{job.name('attempts')} = {job.value(claim.expect_attempts)}",
         ]
-        if claim.expect_status == JobStatus.claimed:
-            guard += [
-                f"{job.name('operation_id')} = {job.value(claim.expired_operation_id)}",
-                f"{job.name('lease_expires_at')} < {job.value(claim.now)}",
-            ]
         status = JobStatus.claimed.value
         update = job.assign(
             {
@@ -223,6 +261,7 @@ class JobClaims:
                 "queue_at": claim.lease_expires_at,
                 "updated_at": claim.now,
                 "attempts": claim.expect_attempts + 1,
+                "max_attempts": claim.max_attempts,
             }
         )
         claims_attr = job.name("claims")
@@ -247,28 +286,57 @@ class JobClaims:
                 }
             },
         ]
-        if claim.expired_operation_id and claim.expired_site_id:
-            old = _Expression()
-            items.append(
-                {
-                    "Update": old.request(
-                        TableName=self.operations.table,
-                        Key=to_item({"id": claim.expired_operation_id}),
-                        UpdateExpression="SET "
-                        + old.assign(
-                            {
-                                "done": True,
-                                "result": claim.expired_result,
-                                "site_done": site_done(claim.expired_site_id, True),
-                                "updated_at": claim.now,
-                            }
-                        ),
-                        # Only an operation that exists; the job's guard already proves it is live.
-                        ConditionExpression=f"attribute_exists({old.name('id')})",
-                    )
-                }
-            )
         return self._transact(items, f"claim job {claim.job_key}")
+
+    def expire(self, expiry: ExpiryWrite) -> bool:
+        """End an expired lease: the job pending again (or failed) and its operation closed with the
+        error, in one transaction; False when the job no longer holds that operation and lease."""
+        job = _Expression()
+        guard = (
+            f"{job.name('status')} = {job.value(JobStatus.claimed.value)}"
+            f" AND {job.name('operation_id')} = {job.value(expiry.op_id)}"
+            f" AND {job.name('lease_expires_at')} = {job.value(expiry.lease_expires_at)}"
+        )
+        status = expiry.job_status.value
+        updates: dict[tuple[str, ...] | str, Any] = {
+            "status": status,
+            "workflow_status": f"{expiry.workflow_id}#{status}",
+            "queue_at": expiry.now,
+            "updated_at": expiry.now,
+            "last_error": expiry.error,
+        }
+        if expiry.job_status == JobStatus.failed:
+            updates["finished_at"] = expiry.now
+            updates["result"] = expiry.error
+        op = _Expression()
+        items: list[dict[str, Any]] = [
+            {
+                "Update": job.request(
+                    TableName=self.jobs.table,
+                    Key=to_item({"job_key": expiry.job_key}),
+                    UpdateExpression=f"SET {job.assign(updates)} REMOVE {job.name('lease_expires_at')}",
+                    ConditionExpression=guard,
+                )
+            },
+            {
+                "Update": op.request(
+                    TableName=self.operations.table,
+                    Key=to_item({"id": expiry.op_id}),
+                    UpdateExpression="SET "
+                    + op.assign(
+                        {
+                            "done": True,
+                            "result": expiry.error,
+                            "site_done": site_done(expiry.site_id, True),
+                            "updated_at": expiry.now,
+                        }
+                    ),
+                    # Only an operation that exists; the job's guard already proves it is live.
+                    ConditionExpression=f"attribute_exists({op.name('id')})",
+                )
+            },
+        ]
+        return self._transact(items, f"expire the lease of job {expiry.job_key}")
 
     def apply(self, write: OperationWrite) -> bool:
         """A heartbeat, completion, retry, failure or release; False when the operation is fenced off."""
@@ -318,18 +386,22 @@ class JobClaims:
             if write.job_status in (JobStatus.done, JobStatus.failed):
                 job_updates["finished_at"] = write.now
                 job_updates["result"] = write.result
-            else:
-                job_updates["last_result"] = write.result
+            if write.error is not None:
+                job_updates["last_error"] = write.error
             remove_job = f" REMOVE {job.name('lease_expires_at')}"
             op_updates.update(
                 {"done": True, "result": write.result, "site_done": site_done(write.site_id, True)}
             )
+        update = "SET " + job.assign(job_updates)
+        if write.give_back_attempt:
+            attempts = job.name("attempts")
+            update += f", {attempts} = {attempts} - {job.value(1)}"
         items = [
             {
                 "Update": job.request(
                     TableName=self.jobs.table,
                     Key=to_item({"job_key": write.job_key}),
-                    UpdateExpression="SET " + job.assign(job_updates) + remove_job,
+                    UpdateExpression=update + remove_job,
                     ConditionExpression=guard,
                 )
             },
@@ -347,37 +419,72 @@ class JobClaims:
     def _transact(self, items: list[dict[str, Any]], action: str, site_data: bool = False) -> bool:
         """Run the transaction; False when a condition failed. `site_data`: the items carry what a
         site sent (result, metadata), so a value the store refuses is the site's to fix (422)."""
-        try:
-            dynamodb().transact_write_items(TransactItems=items)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if site_data and error_code(exc) == "ValidationException":
-                message = exc.response.get("Error", {}).get("Message", "")
-                raise ValidationFailed(
-                    f"the store cannot keep this result or metadata: {message}", loc=["body"]
-                ) from exc
-            if error_code(exc) == "TransactionCanceledException":
-                reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
-                if not reasons or reasons & _LOST_RACE_REASONS:
-                    return False
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                dynamodb().transact_write_items(
+                    TransactItems=items,  # type: ignore[arg-type]
+                    ClientRequestToken=request_token(items, attempt),
+                )
+            except ClientError as exc:
+                if site_data and error_code(exc) == "ValidationException":
+                    message = exc.response.get("Error", {}).get("Message", "")
+                    raise ValidationFailed(
+                        f"the store cannot keep this result or metadata: {message}", loc=["body"]
+                    ) from exc
+                if error_code(exc) != "TransactionCanceledException":
+                    raise_store_error(exc, action)
+                reasons = {str(r.get("Code")) for r in exc.response.get("CancellationReasons", [])}
+                reasons.discard("None")
+                if not reasons or "ConditionalCheckFailed" in reasons:
+                    return False  # an item is no longer as the caller read it
+                if reasons <= {"TransactionConflict"}:
+                    if attempt < CONFLICT_RETRIES:
+                        # Another transaction held one of the items at that moment; nothing was
+                        # written, and the guards still hold the caller's view: send it again.
+                        self._sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * 2**attempt))
+                        continue
+                    raise RetryableStoreError(
+                        f"the store is busy (transaction conflicts) while trying to {action}; retry"
+                    ) from exc
+                if reasons & _BUSY_REASONS:
+                    raise RetryableStoreError(
+                        f"the store is busy ({', '.join(sorted(reasons))}) while trying to {action}; retry"
+                    ) from exc
                 raise JobTriggersError(
-                    f"the store refused to {action} ({', '.join(sorted(map(str, reasons)))})"
+                    f"the store refused to {action} ({', '.join(sorted(reasons))})"
                 ) from exc
-            raise_store_error(exc, action)
-        except BotoCoreError as exc:
-            raise_store_error(exc, action)
-        return True
+            except BotoCoreError as exc:
+                raise_store_error(exc, action)
+            return True
+        raise AssertionError("unreachable: the last conflict retry raises")  # pragma: no cover
 
 
-def _split_claimable_token(token: str | None, workflow_id: str | None) -> tuple[str, str | None]:
-    """A claimable-jobs token wraps the queue ("p" pending, "e" ended leases) and its own token."""
+def request_token(items: list[dict[str, Any]], attempt: int = 0) -> str:
+    """The ClientRequestToken of one send of a transaction: the same items (one logical write,
+    with its own new ids and timestamps) give the same token, so every retry botocore makes of
+    that call repeats it, and DynamoDB answers a repeat of an applied write with success. A send
+    after a TransactionConflict (which wrote nothing) is a new request: `attempt` is part of it."""
+    canonical = json.dumps([items, attempt], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:36]
+
+
+# The queue a claimable-jobs token continues, as the token spells it (short, and as issued before).
+_PHASE_OF: dict[Queue, str] = {"pending": "p", "ended": "e"}
+_QUEUE_OF: dict[str, Queue] = {v: k for k, v in _PHASE_OF.items()}
+
+
+def _split_claimable_token(token: str | None, workflow_id: str | None) -> tuple[Queue, str | None]:
+    """A claimable-jobs token wraps the queue (pending, or ended leases) and its own token."""
     if not token:
-        return "p", None
+        return "pending", None
     state = decode_page_token(token, fingerprint("claimable", workflow_id))
     phase, inner = state.get("phase") if state else None, state.get("token") if state else None
-    if phase not in ("p", "e") or not (inner is None or isinstance(inner, str)):
+    if phase not in _QUEUE_OF or not (inner is None or isinstance(inner, str)):
         raise BadRequestError("page_token is not one this API issued; start again without it")
-    return phase, inner
+    return _QUEUE_OF[phase], inner
 
 
-def _join_claimable_token(phase: str, inner: str | None, workflow_id: str | None) -> str | None:
-    return encode_page_token({"phase": phase, "token": inner}, fingerprint("claimable", workflow_id))
+def _join_claimable_token(queue: Queue, inner: str | None, workflow_id: str | None) -> str | None:
+    return encode_page_token(
+        {"phase": _PHASE_OF[queue], "token": inner}, fingerprint("claimable", workflow_id)
+    )

@@ -62,10 +62,12 @@ def job_from_item(item: dict[str, Any]) -> Job:
         trigger_id=item.get("trigger_id"),
         claims=item.get("claims", []),
         attempts=item.get("attempts", 0),
+        max_attempts=item.get("max_attempts"),
         site_id=item.get("site_id"),
         operation_id=item.get("operation_id"),
         lease_expires_at=item.get("lease_expires_at") if item["status"] == JobStatus.claimed.value else None,
         result=item.get("result"),
+        last_error=item.get("last_error"),
         updated_at=item.get("updated_at"),
     )
 

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -214,13 +214,18 @@ def query_page(
     forward: bool = True,
     filter_expression: str | None = None,
     projection: Sequence[str] | None = None,
+    moving_values: Collection[str] = (),
     action: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One Query page, with an opaque token for the next. Never a Scan.
 
-    `projection` names the attributes to return (all when None), to keep large pages small."""
+    `projection` names the attributes to return (all when None), to keep large pages small.
+    `moving_values` names values that belong to the query but may differ from page to page, such as
+    a bound taken from the clock ("leases that ended before now"): they are left out of the token's
+    fingerprint, so the next page continues the same query with its own bound."""
     check_key_values(key_condition, values, names)
-    fp = fingerprint(table, index, key_condition, dict(values), filter_expression, forward)
+    fixed = {k: v for k, v in values.items() if k not in moving_values}
+    fp = fingerprint(table, index, key_condition, fixed, filter_expression, forward)
     names = dict(names or {})
     if projection:
         names.update({f"#p{i}": attr for i, attr in enumerate(projection)})

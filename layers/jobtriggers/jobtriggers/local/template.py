@@ -84,12 +84,15 @@ def create_table_requests(template: dict[str, Any], names: dict[str, str]) -> li
 
 
 def table_environment(template: dict[str, Any], names: dict[str, str]) -> dict[str, str]:
-    """The Globals environment variables that name tables (REGISTRY_TABLE=...), resolved to names."""
-    env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    """The environment variables that name tables (REGISTRY_TABLE=...), resolved to names: those of
+    Globals, and those a single function sets for itself (IDEMPOTENCY_TABLE on ApiFunction)."""
+    envs = [template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})]
+    envs += [spec.environment for spec in functions(template).values()]
     out: dict[str, str] = {}
-    for var, value in env.items():
-        if isinstance(value, dict) and "Ref" in value and value["Ref"] in names:
-            out[var] = names[value["Ref"]]
+    for env in envs:
+        for var, value in env.items():
+            if isinstance(value, dict) and "Ref" in value and value["Ref"] in names:
+                out.setdefault(var, names[value["Ref"]])
     return out
 
 

@@ -1,14 +1,24 @@
 """Claiming jobs with leases, and the operations that report on them.
 
 The rules, in one place (the data-access layer only executes conditional writes):
-- A job can be claimed when it is `pending`, or `claimed` with a lease that ended before now
-  (a takeover: the expired operation is closed and fenced off). Each claim is one transaction.
+- A job can be claimed when it is `pending`, or `claimed` with a lease that ended before now. An
+  ended lease is first expired (below), then the job is claimed as any pending one. Each claim
+  and each expiry is one transaction.
 - The site that holds a live lease and claims again gets the same operation (a retried request is
   safe); another site gets 409 naming the holder and the lease end; `done`/`failed` jobs are 409.
 - A site may run a workflow only when it has every capability the workflow needs (else 403).
+  Claim-next looks only at the queues of workflows the site may run, so its work is bounded by
+  those, never by jobs it cannot run; jobs of workflows no longer in the registry are claimed by
+  nobody.
+- Attempts: each claim uses one; a release gives it back (handing work back is not failing it);
+  an error result or an expired lease keeps it used. When an attempt ends in an error or an
+  expiry and the job has used `max_attempts`, it is `failed` with that error as its result;
+  otherwise it is `pending` again. Either way the error is the job's `last_error`.
 - Any accepted PATCH of a live operation renews the lease; `done: true` finishes it: with a
-  result the job is `done`; with an error result it is `pending` again while attempts remain,
-  else `failed`. A release makes the job `pending` and the operation done with `cancelled`.
+  result the job is `done`; with an error result see attempts. A release makes the job `pending`
+  and the operation done with `cancelled`.
+- A lease that ended is expired by `expire_lease`, one rule for both paths that find it: a claim
+  that comes across it, and the lease reaper that runs every minute (functions/lease_reaper).
 Ports are protocols so unit tests run these rules against in-memory fakes, with a fake clock.
 """
 
@@ -20,12 +30,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobtriggers.dal.claims import ClaimWrite, OperationWrite
+from jobtriggers.dal.claims import ClaimWrite, ExpiryWrite, OperationWrite
 from jobtriggers.dal.jobs import job_from_item
 from jobtriggers.dal.operations import new_operation_item, operation_from_item
 from jobtriggers.errors import (
@@ -45,9 +55,11 @@ IMMUTABLE_METADATA = ("job", "site_id", "attempt")
 SERVICE_METADATA = ("lease_expires_at", "cancelled")
 MAX_PATCH_BYTES = 64 * 1024
 MAX_METADATA_KEYS = 32
+LEASE_EXPIRED = "lease_expired"
 
-# claim-next: how many of the oldest claimable jobs to consider, how many to try per page, and
-# how many pages to read before answering "nothing to do" (bounded work, no hot spinning).
+# claim-next, per queue of each workflow the site may run (pending jobs, then ended leases): how
+# many of the oldest jobs to consider, how many to try per page, and how many pages to read when
+# every try lost its race (bounded work, no hot spinning).
 # k claimers picking at random among N candidates collide about (k - 1) / 2N times per claim:
 # 16 sites over 25 candidates measured 0.37 conflicts per claim; over 100, about 0.08. The page
 # is read "brief" (keys and a few fields), so 100 candidates cost about 2 read units, not 25.
@@ -56,6 +68,12 @@ TRIES_PER_PAGE = 6
 CANDIDATE_PAGES = 4
 # A single-job claim re-reads and retries this often when the job changes under it.
 CLAIM_ROUNDS = 3
+# The lease reaper: ended leases read per page, and at most this many per run (the next run,
+# a minute later, goes on where this one stopped).
+REAP_PAGE = 100
+REAP_MAX_PER_RUN = 500
+
+Queue = Literal["pending", "ended"]
 
 
 # --------------------------------------------------------------------------- ports
@@ -66,22 +84,31 @@ class ClaimStore(Protocol):
 
     def get_operation(self, op_id: str) -> dict[str, Any] | None: ...
 
-    def candidates(
+    def queue_page(
         self,
         workflow_id: str | None,
+        queue: Queue,
         now: str,
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]: ...
 
+    def ended_leases(
+        self, now: str, limit: int, page_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
     def start_claim(self, claim: ClaimWrite) -> bool: ...
+
+    def expire(self, expiry: ExpiryWrite) -> bool: ...
 
     def apply(self, write: OperationWrite) -> bool: ...
 
 
 class WorkflowLookup(Protocol):
     def get(self, kind: str, entry_id: str) -> Any: ...
+
+    def list_all(self, kind: str) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,35 @@ class _Limits:
     lease_seconds: int
     max_attempts: int
     capability_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReapReport:
+    """What one run of the lease reaper did."""
+
+    seen: int = 0
+    pending: int = 0  # expired, and pending again for another attempt
+    failed: int = 0  # expired on their last attempt
+    skipped: int = 0  # no longer as the index showed them
+    more: bool = False  # stopped at its bound with ended leases left: the next run goes on
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "pending": self.pending,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "more": self.more,
+        }
+
+
+def _limits_of(wf: Workflow) -> _Limits:
+    defaults = job_settings()
+    return _Limits(
+        lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
+        max_attempts=wf.max_attempts or defaults.default_max_attempts,
+        capability_ids=list(wf.capability_ids),
+    )
 
 
 def is_error_result(result: Any) -> bool:
@@ -159,13 +215,18 @@ class ClaimService:
             except NotFoundError:
                 self._limits[workflow_id] = None
             else:
-                defaults = job_settings()
-                self._limits[workflow_id] = _Limits(
-                    lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
-                    max_attempts=wf.max_attempts or defaults.default_max_attempts,
-                    capability_ids=list(wf.capability_ids),
-                )
+                self._limits[workflow_id] = _limits_of(wf)
         return self._limits[workflow_id]
+
+    def runnable_workflows(self, site: SiteRef) -> list[str]:
+        """The ids of the registry's workflows this site has every capability for (one Query of
+        the registry's small workflow partition), sorted."""
+        runnable = []
+        for wf in self.workflows.list_all("workflow"):
+            limits = self._limits[wf.id] = _limits_of(wf)
+            if set(limits.capability_ids) <= site.capability_ids:
+                runnable.append(wf.id)
+        return sorted(runnable)
 
     def _require_runnable(self, workflow_id: str, site: SiteRef) -> _Limits:
         limits = self._workflow_limits(workflow_id)
@@ -181,10 +242,6 @@ class ClaimService:
             )
         return limits
 
-    def _may_run(self, workflow_id: str, site: SiteRef) -> bool:
-        limits = self._workflow_limits(workflow_id)
-        return limits is not None and set(limits.capability_ids) <= site.capability_ids
-
     # ------------------------------------------------------------------ claims
 
     def claim(self, job_id: str, site: SiteRef) -> ClaimOutcome:
@@ -193,19 +250,24 @@ class ClaimService:
             job = self.store.get_job(job_id)
             limits = self._require_runnable(job["workflow_id"], site)
             now = self.clock()
-            status = job["status"]
-            if status in (JobStatus.done, JobStatus.failed):
-                raise ConflictError(f"job '{job_id}' is {status}; it cannot be claimed again")
-            if status == JobStatus.claimed and job["lease_expires_at"] >= iso(now):
-                if job.get("site_id") == site.id:
-                    op = self.store.get_operation(job["operation_id"])
-                    if op is not None:
-                        return ClaimOutcome(operation_from_item(op), created=False)
-                _count("ClaimConflicts")
-                raise ConflictError(
-                    f"job '{job_id}' is claimed by site '{job.get('site_id')}' until "
-                    f"{job['lease_expires_at']} (its lease); try again after that or claim another job"
-                )
+            if job["status"] == JobStatus.claimed:
+                if job["lease_expires_at"] >= iso(now):
+                    if job.get("site_id") == site.id:
+                        op = self.store.get_operation(job["operation_id"])
+                        if op is not None:
+                            return ClaimOutcome(operation_from_item(op), created=False)
+                    _count("ClaimConflicts")
+                    raise ConflictError(
+                        f"job '{job_id}' is claimed by site '{job.get('site_id')}' until "
+                        f"{job['lease_expires_at']} (its lease); try again after that or claim another job"
+                    )
+                expired = self.expire_lease(job, now)
+                if expired is None:  # someone else expired or renewed it first: read again
+                    _count("ClaimConflicts")
+                    continue
+                job = expired
+            if job["status"] != JobStatus.pending:
+                raise ConflictError(_not_claimable_message(job))
             operation = self._try_claim(job, site, limits, now)
             if operation is not None:
                 return ClaimOutcome(operation, created=True)
@@ -213,11 +275,17 @@ class ClaimService:
         raise ConflictError(f"job '{job_id}' kept changing hands while claiming it; retry")
 
     def claim_next(self, site: SiteRef, workflow_id: str | None = None) -> Operation | None:
-        """Claim the oldest claimable job this site may run (POST /jobs:claim), or None.
+        """Claim a claimable job this site may run (POST /jobs:claim), or None when there is none.
 
-        Many sites call this at once. Each reads the oldest page of candidates and tries a few of
-        them in its own random order, so concurrent claimers spread over the page instead of all
-        colliding on the head of the queue; work per call is bounded (pages x tries).
+        Only the queues of the workflows the site may run are read (one workflow when named), each
+        oldest first: its pending jobs, then its ended leases. The workflows are visited from a
+        random starting point, so no workflow starves another; jobs the site cannot run (of other
+        workflows, or of workflows no longer in the registry) cost it nothing.
+
+        Many sites call this at once. Each reads a page of the oldest candidates and tries a few
+        of them in its own random order, so concurrent claimers spread over the page instead of
+        all colliding on the head of the queue; work per call is bounded (workflows x queues x
+        pages x tries).
         """
         if workflow_id is not None:
             if self._workflow_limits(workflow_id) is None:
@@ -225,20 +293,42 @@ class ClaimService:
                     f"workflow '{workflow_id}' does not exist", loc=["body", "workflow_id"]
                 )
             self._require_runnable(workflow_id, site)
+            workflows = [workflow_id]
+        else:
+            workflows = self.runnable_workflows(site)
+        if not workflows:
+            return None
+        start = self.rng.randrange(len(workflows))
+        for wf in workflows[start:] + workflows[:start]:
+            limits = self._workflow_limits(wf)
+            if limits is None:
+                continue
+            for queue in ("pending", "ended"):
+                operation = self._claim_from_queue(site, wf, queue, limits)
+                if operation is not None:
+                    return operation
+        return None
+
+    def _claim_from_queue(
+        self, site: SiteRef, workflow_id: str, queue: Queue, limits: _Limits
+    ) -> Operation | None:
         token: str | None = None
         for _ in range(CANDIDATE_PAGES):
-            now = self.clock()
-            page, token = self.store.candidates(workflow_id, iso(now), CANDIDATE_PAGE, token, brief=True)
-            runnable = [j for j in page if self._may_run(j["workflow_id"], site)]
-            self.rng.shuffle(runnable)
-            for candidate in runnable[:TRIES_PER_PAGE]:
-                limits = self._workflow_limits(candidate["workflow_id"])
-                if limits is None:
-                    continue
+            page, token = self.store.queue_page(
+                workflow_id, queue, iso(self.clock()), CANDIDATE_PAGE, token, brief=True
+            )
+            self.rng.shuffle(page)
+            for candidate in page[:TRIES_PER_PAGE]:
                 # The index lags the table: decide on a consistent read, and skip jobs taken meanwhile.
                 job = self.store.get_job(candidate["id"])
                 now = self.clock()
-                if not _claimable(job, now):
+                if job["status"] == JobStatus.claimed and job.get("lease_expires_at", "") < iso(now):
+                    expired = self.expire_lease(job, now)
+                    if expired is None:
+                        _count("ClaimConflicts")
+                        continue
+                    job = expired
+                if job["status"] != JobStatus.pending:
                     continue
                 operation = self._try_claim(job, site, limits, now)
                 if operation is not None:
@@ -251,11 +341,7 @@ class ClaimService:
     def _try_claim(
         self, job: dict[str, Any], site: SiteRef, limits: _Limits, now: datetime
     ) -> Operation | None:
-        """One conditional claim of `job` as read; None when it is no longer claimable as read."""
-        if not _claimable(job, now):
-            return None
-        status = JobStatus(job["status"])
-        takeover = status == JobStatus.claimed
+        """One conditional claim of the pending `job` as read; None when it is no longer as read."""
         attempts = int(job.get("attempts", 0))
         lease_end = iso(now + timedelta(seconds=limits.lease_seconds))
         op_id = self.new_id()
@@ -266,6 +352,7 @@ class ClaimService:
             "operation_id": op_id,
             "lease_expires_at": lease_end,
             "attempts": attempts + 1,
+            "max_attempts": limits.max_attempts,
             "claims": [*job.get("claims", []), {"op_id": op_id, "site_id": site.id}],
             "updated_at": iso(now),
         }
@@ -290,41 +377,126 @@ class ClaimService:
             site_id=site.id,
             now=iso(now),
             lease_expires_at=lease_end,
-            expect_status=status,
             expect_attempts=attempts,
+            max_attempts=limits.max_attempts,
             operation=op_item,
-            expired_operation_id=job.get("operation_id") if takeover else None,
-            expired_site_id=job.get("site_id") if takeover else None,
-            expired_result={
-                "code": "lease_expired",
-                "message": f"the lease ended at {job.get('lease_expires_at')}; "
-                f"site '{site.id}' took the job over at {iso(now)}",
-            }
-            if takeover
-            else None,
         )
         if not self.store.start_claim(write) and not self._went_through(job["id"], op_id):
             return None
         _count("Claims")
-        log = {"job_id": job["id"], "operation_id": op_id, "site_id": site.id, "attempt": attempts + 1}
-        if takeover:
-            _count("LeasesTakenOver")
-            logger.info(
-                "lease taken over",
-                extra={
-                    **log,
-                    "previous_site_id": job.get("site_id"),
-                    "previous_operation_id": job.get("operation_id"),
-                },
-            )
-        logger.info("job claimed", extra={**log, "lease_expires_at": lease_end})
+        logger.info(
+            "job claimed",
+            extra={
+                "job_id": job["id"],
+                "operation_id": op_id,
+                "site_id": site.id,
+                "attempt": attempts + 1,
+                "lease_expires_at": lease_end,
+            },
+        )
         return operation_from_item(op_item)
 
     def _went_through(self, job_id: str, op_id: str) -> bool:
-        """After a failed claim: was it ours after all? (The first try went through and its answer
-        was lost; botocore's retry then failed the condition.) Otherwise the job stays claimed
-        by an operation nobody knows until its lease ends."""
+        """After a failed claim: was it ours after all? (A first try went through and its answer
+        was lost, and the retry was not recognised as the same request.) Otherwise the job stays
+        claimed by an operation nobody knows until its lease ends."""
         return self.store.get_job(job_id).get("operation_id") == op_id
+
+    # ------------------------------------------------------------------ leases
+
+    def expire_lease(self, job: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """Expire the ended lease of `job` (as read: claimed, lease end before `now`).
+
+        The attempt it used counts as failed, with reason `lease_expired`: the job is `pending`
+        again, or `failed` once it has used `max_attempts`; the holder's operation is closed with
+        that error, so nothing the holder sends changes the job any more. One transaction,
+        conditional on the job still holding that operation with that lease end (a heartbeat in
+        between wins). Returns the job as it now is, or None when it was no longer as read.
+        The claim paths and the lease reaper both call this, so one rule governs expiries.
+        """
+        if job["status"] != JobStatus.claimed or not job.get("lease_expires_at", "") < iso(now):
+            return None
+        op_id, holder, lease_end = job["operation_id"], job.get("site_id", ""), job["lease_expires_at"]
+        attempts = int(job.get("attempts", 0))
+        max_attempts = self._max_attempts_of(job)
+        status = JobStatus.failed if attempts >= max_attempts else JobStatus.pending
+        error = {
+            "code": LEASE_EXPIRED,
+            "message": f"the lease ended at {lease_end} without a heartbeat from site '{holder}'; "
+            f"attempt {attempts} of {max_attempts} counts as failed"
+            + ("; no attempts remain, the job failed" if status == JobStatus.failed else ""),
+        }
+        expiry = ExpiryWrite(
+            job_key=job["job_key"],
+            workflow_id=job["workflow_id"],
+            op_id=op_id,
+            site_id=holder,
+            now=iso(now),
+            lease_expires_at=lease_end,
+            job_status=status,
+            error=error,
+        )
+        if not self.store.expire(expiry):
+            return None
+        _count("LeasesExpired")
+        if status == JobStatus.failed:
+            _count("JobsFailed")
+        logger.info(
+            "lease expired",
+            extra={
+                "job_id": job["id"],
+                "operation_id": op_id,
+                "site_id": holder,
+                "attempt": attempts,
+                "max_attempts": max_attempts,
+                "job_status": status.value,
+            },
+        )
+        after = {
+            **job,
+            "status": status.value,
+            "workflow_status": f"{job['workflow_id']}#{status.value}",
+            "queue_at": iso(now),
+            "updated_at": iso(now),
+            "last_error": error,
+        }
+        after.pop("lease_expires_at", None)
+        if status == JobStatus.failed:
+            after.update(result=error, finished_at=iso(now))
+        return after
+
+    def _max_attempts_of(self, job: dict[str, Any]) -> int:
+        """The limit as of the job's last claim (kept on the job; on its operation for jobs claimed
+        before the job kept it), else the workflow's, else the default."""
+        if job.get("max_attempts"):
+            return int(job["max_attempts"])
+        op = self.store.get_operation(job["operation_id"]) if job.get("operation_id") else None
+        if op is not None and op.get("max_attempts"):
+            return int(op["max_attempts"])
+        limits = self._workflow_limits(job["workflow_id"])
+        return limits.max_attempts if limits else job_settings().default_max_attempts
+
+    def expire_ended_leases(self, max_jobs: int = REAP_MAX_PER_RUN) -> ReapReport:
+        """The lease reaper: expire claimed jobs whose lease ended, oldest first, at most `max_jobs`
+        per run (by_status=claimed, queue_at < now: work bounded by the leases that ended)."""
+        report = ReapReport()
+        token: str | None = None
+        while report.seen < max_jobs:
+            now = self.clock()
+            page, token = self.store.ended_leases(iso(now), min(REAP_PAGE, max_jobs - report.seen), token)
+            for job in page:
+                report.seen += 1
+                after = self.expire_lease(job, now)
+                if after is None:
+                    report.skipped += 1  # renewed, finished or expired by a claim since the index saw it
+                elif after["status"] == JobStatus.failed:
+                    report.failed += 1
+                else:
+                    report.pending += 1
+            if not token or not page:
+                break
+        report.more = bool(token) and report.seen >= max_jobs
+        return report
 
     # ------------------------------------------------------------------ operations
 
@@ -356,12 +528,13 @@ class ClaimService:
         if patch.done:
             attempt = int(op["metadata"].get("attempt", 1))
             max_attempts = int(op.get("max_attempts") or job_settings().default_max_attempts)
-            if is_error_result(patch.result):
+            error = patch.result if is_error_result(patch.result) else None
+            if error is not None:
                 status = JobStatus.pending if attempt < max_attempts else JobStatus.failed
             else:
                 status = JobStatus.done
             write = OperationWrite(
-                **base, now=iso(now), metadata=metadata, job_status=status, result=patch.result
+                **base, now=iso(now), metadata=metadata, job_status=status, result=patch.result, error=error
             )
         else:
             lease_end = iso(now + timedelta(seconds=int(op.get("lease_seconds") or 0) or _default_lease()))
@@ -401,6 +574,7 @@ class ClaimService:
             metadata={"cancelled": True},
             job_status=JobStatus.pending,
             result=None,
+            give_back_attempt=True,  # handing work back is not failing it
         )
         if not self.store.apply(write):
             raise ConflictError(self._fenced_message(op_id))
@@ -441,14 +615,15 @@ class ClaimService:
         op = self.store.get_operation(op_id)
         if op is not None and op.get("done"):
             return _finished_message(op)
-        return f"operation '{op_id}' no longer holds its job (the lease ended and another claim took it)"
+        return f"operation '{op_id}' no longer holds its job (its lease ended and the job moved on)"
 
 
-def _claimable(job: dict[str, Any], now: datetime) -> bool:
-    """Pending, or claimed with a lease that ended before now."""
-    if job["status"] == JobStatus.pending:
-        return True
-    return job["status"] == JobStatus.claimed and job.get("lease_expires_at", "") < iso(now)
+def _not_claimable_message(job: dict[str, Any]) -> str:
+    message = f"job '{job['id']}' is {job['status']}; it cannot be claimed"
+    error = job.get("last_error")
+    if job["status"] == JobStatus.failed and isinstance(error, dict) and error.get("code"):
+        message += f" (its last attempt ended with {error['code']}: {error.get('message')})"
+    return message
 
 
 def _default_lease() -> int:
@@ -457,7 +632,7 @@ def _default_lease() -> int:
 
 def _finished_message(op: dict[str, Any]) -> str:
     result = op.get("result")
-    if isinstance(result, dict) and result.get("code") == "lease_expired":
+    if isinstance(result, dict) and result.get("code") == LEASE_EXPIRED:
         return (
             f"operation '{op['id']}' is finished: {result.get('message')}; nothing it sends changes the job"
         )

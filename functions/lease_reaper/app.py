@@ -1,0 +1,20 @@
+"""LeaseReaper: every minute (an EventBridge schedule), expire the claimed jobs whose lease ended."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from jobtriggers.dal.claims import JobClaims
+from jobtriggers.dal.registry import RegistryRepository
+from jobtriggers.logic.claims import ClaimService
+from jobtriggers.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # A service per run: it caches workflow limits, which the registry may change between runs.
+    report = ClaimService(JobClaims(), RegistryRepository()).expire_ended_leases()
+    logger.info("lease reaper run", extra=report.as_dict())
+    return report.as_dict()
