@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jobtriggers.errors import JobTriggersError
+from jobtriggers.local.template import LOCAL_TABLE_PREFIX
 
-LOCAL_TABLE_PREFIX = "jobtriggers-local"
 # Stack Output -> environment variable the package reads.
 STACK_OUTPUT_ENV = {
     "RegistryTableName": "REGISTRY_TABLE",

@@ -22,7 +22,6 @@ from typing import Any, cast
 import boto3
 from botocore.exceptions import ClientError
 
-from jobtriggers.cli.common import LOCAL_TABLE_PREFIX
 from jobtriggers.dal.tables import reset_clients
 from jobtriggers.local.gateway import Gateway, api_settings
 from jobtriggers.local.invoke import FunctionNotAvailable, FunctionPool
@@ -38,6 +37,7 @@ from jobtriggers.local.store import (
 )
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import (
+    LOCAL_TABLE_PREFIX,
     api_routes,
     authorizer_function,
     find_template,

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[4] / "template.yaml"
+LOCAL_TABLE_PREFIX = "jobtriggers-local"
 
 
 class _CfnLoader(yaml.SafeLoader):
