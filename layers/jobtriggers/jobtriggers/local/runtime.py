@@ -7,7 +7,7 @@
   invocation at a time per process, more processes for concurrent invocations. They reach
   DynamoDB through a loopback proxy (jobtriggers.local.proxy), where tests inject faults.
 - Event sources: the HTTP gateway in front of the API, token and authorizer functions; the stream
-  poller in front of TriggerResolver.
+  poller in front of TriggerResolver; the scheduler for `Type: Schedule` events.
 
 `jobtriggers local` runs it until Ctrl-C; the e2e tests start it in-process on free ports.
 """
@@ -32,10 +32,12 @@ from jobtriggers.dal.tables import reset_clients
 from jobtriggers.local.gateway import Gateway, api_settings
 from jobtriggers.local.invoke import (
     DEFAULT_MAX_WORKERS,
+    LOCAL_ACCOUNT,
     FunctionLogs,
     FunctionPool,
 )
 from jobtriggers.local.proxy import DynamoDBProxy
+from jobtriggers.local.schedules import Scheduler
 from jobtriggers.local.store import (
     LOCAL_REGION,
     EmbeddedDynamo,
@@ -49,6 +51,7 @@ from jobtriggers.local.store import (
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import (
     LOCAL_TABLE_PREFIX,
+    ScheduleEvent,
     api_routes,
     authorizer_function,
     find_template,
@@ -56,6 +59,7 @@ from jobtriggers.local.template import (
     functions,
     load_template,
     parameter_values,
+    schedule_events,
     stream_sources,
     table_environment,
     table_names_for,
@@ -140,6 +144,7 @@ class LocalRuntime:
         self.pool: FunctionPool | None = None
         self.poller: StreamPoller | None = None
         self.gateway: Gateway | None = None
+        self.scheduler: Scheduler | None = None
         self.unavailable: dict[str, str] = {}
         self._signing_key = os.environ.get("SIGNING_KEY") or secrets.token_urlsafe(48)
         self._stopped = threading.Event()
@@ -163,12 +168,17 @@ class LocalRuntime:
         out["dynamodb"] = self.proxy.stats() if self.proxy else {}
         if self.pool:
             out["workers"] = {name: self.pool.workers(name) for name in self.pool.functions}
+        out["schedules"] = self.scheduler.stats() if self.scheduler else {}
         return out
 
     @property
     def signing_key(self) -> str:
         """The key tokens are signed with (tests forge tokens with it); never printed."""
         return self._signing_key
+
+    @property
+    def schedules(self) -> list[ScheduleEvent]:
+        return self.scheduler.schedules if self.scheduler else []
 
     def wait_for_stream(self, timeout: float = 10.0) -> bool:
         """Wait until every record written so far has been through TriggerResolver (or the DLQ)."""
@@ -179,6 +189,12 @@ class LocalRuntime:
         if not self.pool:
             raise RuntimeError("the local runtime is not running")
         return self.pool.invoke(function, event)
+
+    def run_schedule(self, function: str, name: str | None = None) -> Any:
+        """Fire the function's `Type: Schedule` event now (enabled or not); what it returned."""
+        if not self.scheduler:
+            raise RuntimeError("the local runtime is not running")
+        return self.scheduler.run(function, name)
 
     def create_site(self, site_id: str, capability_ids: list[str] | None = None) -> dict[str, str]:
         """A site and its credentials, as `jobtriggers sites create` makes them."""
@@ -216,17 +232,20 @@ class LocalRuntime:
             self._load_seed()
             self._start_functions()
             self._start_gateway()
+            self._start_scheduler()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop accepting requests, let the poller finish its batch, end the workers, then stop the
-        store."""
+        """Stop accepting requests and events, let the poller finish its batch, end the workers,
+        then stop the store."""
         self._stopped.set()
         if self.gateway:
             self.gateway.stop()
+        if self.scheduler:
+            self.scheduler.stop()
         if self.poller:
             self.poller.stop()
         if self.pool:
@@ -358,6 +377,7 @@ class LocalRuntime:
         authorizer = authorizer_function(self.template)
         if authorizer:
             wanted.add(authorizer)
+        wanted |= {s.function for s in schedule_events(self.template, self.parameters) if s.enabled}
         return sorted(wanted)
 
     def _start_functions(self) -> None:
@@ -409,6 +429,17 @@ class LocalRuntime:
         )
         self.gateway.start(self.config.host, self.config.port)
 
+    def _start_scheduler(self) -> None:
+        assert self.pool is not None
+        self.scheduler = Scheduler(
+            schedule_events(self.template, self.parameters),
+            self.pool.invoke,
+            region=self.region,
+            account=LOCAL_ACCOUNT,
+            rule_prefix=self.config.table_prefix,
+        )
+        self.scheduler.start()
+
     # ------------------------------------------------------------------ for people
 
     def banner(self) -> str:
@@ -423,6 +454,11 @@ class LocalRuntime:
             + (f"; {backfilled} jobs backfilled" if backfilled else ""),
             f"  Functions each in its own processes, up to {self.config.max_workers} per function",
         ]
+        for s in self.schedules:
+            state = (
+                "on" if s.enabled and s.interval_seconds else "on demand only" if s.enabled else "disabled"
+            )
+            lines.append(f"  Schedule  {s.function}.{s.name}: {s.expression} ({state})")
         for name, why in sorted(self.unavailable.items()):
             lines.append(f"  (not available: {name}: {why})")
         lines += [
