@@ -180,8 +180,13 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
 
         with step(f"latency run {run_no}: create {config.objects:,} objects (setup, in moto's backend)"):
             backend_put(runtime.tables["OBJECTS_TABLE"], [object_item(o) for o in ids])
-        # Warm-up: a token and one authorized request per thread, so the runtime has a warm container
-        # per concurrent request (as Lambda would in steady state) before the clock starts.
+        # Warm-up: a warm worker of the API and the authorizer per client thread (as Lambda would
+        # have in steady state), a token and one authorized request per thread, before the clock.
+        from jobtriggers.local.template import authorizer_function
+
+        for function in ("ApiFunction", authorizer_function(runtime.template)):
+            if function and runtime.pool:
+                runtime.pool.provision(function, config.threads)
         _in_threads(config.threads, ids[: config.threads], lambda o: client().get(f"/objects/{o}"))
         runtime.wait_for_stream(timeout=30)
         floor_poller.poll_once()  # takes its LATEST position before the first tag
@@ -245,8 +250,9 @@ def run(config: LatencyConfig) -> dict[str, Any]:
         "notes": [
             "The floor poller reads the same stream beside the runtime's own poller during the same "
             "tag run, so both see the same load.",
-            "Tags/s is bounded by the local stack (one Python process on 2 cores serving the gateway, "
-            "every handler and moto, whose server handles one request at a time), not by DynamoDB.",
+            "Tags/s is bounded by the local stack on 2 cores (the gateway, the stream poller and moto, "
+            "whose server handles one request at a time, in one process; each function in worker "
+            "processes of its own), not by DynamoDB.",
         ],
         "runs": runs,
     }
