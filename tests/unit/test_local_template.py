@@ -81,6 +81,11 @@ def test_a_functions_environment_is_globals_then_its_own_resolved_at_the_paramet
     assert env["MODE"] == "on"
 
 
+def test_an_override_of_a_parameter_the_template_lacks_is_refused_naming_what_it_has() -> None:
+    with pytest.raises(ValueError, match="no parameter Nope; it has Every, Flag, Name"):
+        parameter_values(SMALL, {"Nope": "1"})
+
+
 def test_conditions_and_intrinsics_resolve_or_say_why_not() -> None:
     params = parameter_values(SMALL)
     assert resolve(SMALL, {"Condition": "FlagOff"}, params) is True

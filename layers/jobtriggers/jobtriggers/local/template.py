@@ -145,9 +145,15 @@ def functions(template: dict[str, Any]) -> dict[str, FunctionSpec]:
 
 def parameter_values(template: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Every parameter's value: its override (as `sam deploy --parameter-overrides`), else its Default."""
+    declared = template.get("Parameters", {})
+    unknown = sorted(set(overrides or {}) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"template.yaml has no parameter {', '.join(unknown)}; it has {', '.join(sorted(declared))}"
+        )
     out = {
         name: str(spec["Default"])
-        for name, spec in template.get("Parameters", {}).items()
+        for name, spec in declared.items()
         if isinstance(spec, dict) and "Default" in spec
     }
     out.update(overrides or {})
