@@ -184,7 +184,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _upstream(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or (conn.host, conn.port) != (self.proxy.upstream_host, self.proxy.upstream_port):
             conn = http.client.HTTPConnection(self.proxy.upstream_host, self.proxy.upstream_port, timeout=60)
             self._local.conn = conn
         return conn
@@ -194,16 +194,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         headers["Content-Length"] = str(len(body))
         for attempt in (1, 2):
             conn = self._upstream()
+            reused = conn.sock is not None
             try:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
                 return response.status, response.getheaders(), data
-            except (http.client.HTTPException, OSError):
-                # A kept-alive connection the store closed: reconnect once.
+            except (http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                if attempt == 2:
+                # Only a kept-alive connection the store had closed is tried again: the request
+                # never reached it. Anything else may have been applied, and is not repeated.
+                closed_idle = reused and isinstance(
+                    exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                )
+                if attempt == 2 or not closed_idle:
                     raise
         raise AssertionError("unreachable")
 
