@@ -46,7 +46,11 @@ def lambda_handler(event, context):
 
 
 def _pool(
-    tmp_path: Path, max_workers: int, timeout: float = 10.0, logs: FunctionLogs | None = None
+    tmp_path: Path,
+    max_workers: int,
+    timeout: float = 10.0,
+    logs: FunctionLogs | None = None,
+    timeout_factor: float = 1.0,
 ) -> FunctionPool:
     for name, text in (("slow", HANDLER), ("broken", "import no_such_module_here\n")):
         (tmp_path / "functions" / name).mkdir(parents=True, exist_ok=True)
@@ -66,6 +70,7 @@ def _pool(
         "local",
         max_workers=max_workers,
         logs=logs or FunctionLogs(echo=False),
+        timeout_factor=timeout_factor,
     )
 
 
@@ -165,6 +170,24 @@ def test_an_invocation_over_its_timeout_is_cut_off_and_its_worker_replaced(tmp_p
     finally:
         pool.stop()
     assert "Task timed out after 1.00 seconds" in logs.text("Slow")
+
+
+def test_over_its_timeout_but_within_the_factor_an_invocation_ends_and_the_log_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a function whose Timeout is 1 s, cut off at 3x on this machine
+    pool = _pool(tmp_path, max_workers=1, timeout=1.0, timeout_factor=3.0)
+    try:
+        # When an invocation takes 1.5 s
+        with caplog.at_level("WARNING", logger="local_runtime.functions"):
+            result = pool.invoke("Slow", {"n": 1, "sleep": 1.5})
+    finally:
+        pool.stop()
+    # Then it ends, its context still counted down from its own Timeout, and the log says Lambda
+    # would have cut it off
+    assert result["calls"] == [1]
+    assert result["remaining_ms"] == 0
+    assert "Slow ran" in caplog.text and "on Lambda it would have failed" in caplog.text
 
 
 def test_a_worker_that_dies_is_an_error_and_is_replaced(tmp_path: Path) -> None:

@@ -96,6 +96,9 @@ class LocalConfig:
     environment: dict[str, str] = field(default_factory=dict)
     # Echo the functions' output to this process's stdout (it is collected in `logs` either way).
     echo_function_logs: bool = True
+    # An invocation is cut off at this multiple of its Timeout (Lambda: 1); past 1x the log says
+    # Lambda would have failed it. This machine shares 2 cores among every function.
+    timeout_factor: float = 3.0
 
 
 @dataclass
@@ -389,6 +392,7 @@ class LocalRuntime:
             max_workers=self.config.max_workers,
             logs=self.logs,
             region=self.region,
+            timeout_factor=self.config.timeout_factor,
         )
         # One warm worker per function now, all at once: a broken handler shows at start, and the
         # first requests do not all pay a cold start. A missing one is tried again when first
