@@ -428,7 +428,12 @@ class FunctionPool:
         )
         with self._changed:
             self._all.add(worker)
-        worker.wait_ready()
+        try:
+            worker.wait_ready()
+        except BaseException:
+            with self._changed:
+                self._all.discard(worker)
+            raise
         return worker
 
     def _checkout(self, function: str) -> Worker:
