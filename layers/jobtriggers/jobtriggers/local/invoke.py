@@ -259,6 +259,9 @@ class Worker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=(requests_read, replies_write),
+                # Ctrl-C in the terminal is for the runtime, which ends its workers itself; a worker
+                # whose runtime dies ends when its request pipe closes.
+                start_new_session=True,
             )
         finally:
             os.close(requests_read)
