@@ -57,6 +57,7 @@ from jobtriggers.local.template import (
     find_template,
     function_environment,
     functions,
+    global_environment,
     load_template,
     parameter_values,
     schedule_events,
@@ -339,8 +340,11 @@ class LocalRuntime:
         else:
             self.dynamo = start_embedded_dynamo("127.0.0.1", cfg.dynamodb_port)
             self.dynamodb_endpoint = self.dynamo.endpoint
-        # This process (the seed load, the poller, tests' own checks) talks to the store directly.
+        # This process (the seed load, the poller, tests' own checks) talks to the store directly,
+        # and logs as the service does (POWERTOOLS_SERVICE_NAME and the like, unless set already).
         point_boto3_at(self.dynamodb_endpoint)
+        for var, value in global_environment(self.template).items():
+            os.environ.setdefault(var, value)
         try:
             self.tables = create_tables(cfg.table_prefix, self.template)
         except ClientError as exc:
