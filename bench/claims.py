@@ -5,7 +5,9 @@ pending jobs of one workflow (written straight into the jobs table: setup, not m
 
 - claim_next: `POST /jobs:claim {"workflow_id"}` until the answer is 204 three times in a row.
   Conflicts are the claim writes DynamoDB refused (a conditional check or a cancelled
-  transaction), counted by a botocore hook on the runtime's DynamoDB client, plus any 409.
+  transaction), counted where the API's worker processes reach DynamoDB (the runtime's proxy),
+  plus any 409. The runtime runs as many API workers as there are sites, warm before the clock,
+  so the 16 sites' claims race as they would in 16 Lambda containers.
 - list_then_claim: what an NMDC-style site does: `GET /jobs?workflow_id&status=pending`, then
   `POST /jobs/{id}:claim` on each listed job in order; a 409 is a conflict; until the list is empty.
 
@@ -119,8 +121,8 @@ class SiteWorker(threading.Thread):
                 )
                 r.raise_for_status()
                 client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                # Warm-up before the clock: the runtime starts a container per concurrent request
-                # (as Lambda does); steady state, not cold starts, is what this figure measures.
+                # Warm-up before the clock (the workers are provisioned; this warms each one's
+                # first request): steady state, not cold starts, is what this figure measures.
                 self._send(client, "GET", "/jobs", params={"max_page_size": 1})
                 self.barrier.wait()
                 self.deadline = time.monotonic() + self.max_seconds
@@ -162,8 +164,7 @@ class SiteWorker(threading.Thread):
                 raise RuntimeError(f"POST /jobs:claim -> {r.status_code} {r.text[:200]}")
 
     def _claim_next_service(self) -> None:
-        """The service's claim_next called directly, in parallel: what concurrent Lambda containers
-        do; the local gateway hands the API one request at a time per process."""
+        """The service's claim_next called directly, in parallel, in this process."""
         from jobtriggers.dal.claims import JobClaims
         from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.logic.claims import ClaimService, SiteRef
@@ -209,20 +210,45 @@ class SiteWorker(threading.Thread):
                     raise RuntimeError(f"POST /jobs/{{id}}:claim -> {c.status_code} {c.text[:200]}")
 
 
+STORE_CONFLICTS = ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def _store_counts(runtime: Any, counter: RequestCounter) -> tuple[int, int]:
+    """(requests, refused conditional writes) so far: the functions' (through the runtime's proxy)
+    plus this process's own (claim_next_service)."""
+    functions = runtime.proxy.stats()
+    here = counter.snapshot()
+    refused = sum(functions["errors"].get(code, 0) for code in STORE_CONFLICTS) + here.conditional_failures
+    return functions["total"] + here.total_requests, refused
+
+
+def _provision(runtime: Any, sites: int) -> None:
+    """One warm worker per site for the claim route's function and the authorizer (Lambda's
+    provisioned concurrency): cold starts are not what this figure measures."""
+    from jobtriggers.local.template import api_routes, authorizer_function
+
+    functions = {r.function for r in api_routes(runtime.template) if r.path == "/jobs:claim"}
+    functions.add(authorizer_function(runtime.template) or "")
+    for function in sorted(functions - {""}):
+        runtime.pool.provision(function, sites)
+
+
 def one_mode(runtime: Any, counter: RequestCounter, config: ClaimsConfig, mode: str, run_no: int) -> dict:
     job_ids = _seed_jobs(runtime, f"{mode}-{run_no}", config.jobs)
     sites = [runtime.create_site(f"bench-{mode}-{run_no}-{i:02d}") for i in range(config.sites)]
+    if mode != "claim_next_service":
+        _provision(runtime, config.sites)
     barrier = threading.Barrier(config.sites + 1)
     workers = [SiteWorker(runtime.base_url, creds, mode, barrier, config.max_seconds) for creds in sites]
     for w in workers:
         w.start()
     barrier.wait()  # every site has its token: the clock starts now
-    before = counter.snapshot()
+    requests_before, refused_before = _store_counts(runtime, counter)
     started = time.perf_counter()
     for w in workers:
         w.join()
     seconds = time.perf_counter() - started
-    store = counter.since(before)
+    requests_after, refused_after = _store_counts(runtime, counter)
     errors = [w.error for w in workers if w.error]
     if errors:
         raise RuntimeError(f"{mode}: a site failed: {errors[0]!r}") from errors[0]
@@ -230,7 +256,7 @@ def one_mode(runtime: Any, counter: RequestCounter, config: ClaimsConfig, mode: 
     wanted = set(job_ids)
     won_ours = [j for j in won if j in wanted]
     http_conflicts = sum(w.conflicts for w in workers)
-    store_conflicts = store.conditional_failures if mode != "list_then_claim" else 0
+    store_conflicts = refused_after - refused_before if mode != "list_then_claim" else 0
     unclaimed, multiple = _final_state(runtime, job_ids)
     double = (len(won_ours) - len(set(won_ours))) + multiple
     claims = max(len(won_ours), 1)
@@ -242,7 +268,7 @@ def one_mode(runtime: Any, counter: RequestCounter, config: ClaimsConfig, mode: 
         "conflicts": http_conflicts + store_conflicts,
         "conflicts_per_claim": (http_conflicts + store_conflicts) / claims,
         "requests_per_claim": sum(w.requests for w in workers) / claims,
-        "dynamodb_requests_per_claim": store.total_requests / claims,
+        "dynamodb_requests_per_claim": (requests_after - requests_before) / claims,
         "double_claims": double,
         "client_retries": sum(w.retries for w in workers),
         "unclaimed": unclaimed,
@@ -268,7 +294,14 @@ def run(config: ClaimsConfig) -> dict[str, Any]:
                 continue
             # A fresh runtime per mode: moto's queries cost O(table), so earlier modes' jobs
             # would slow the later ones.
-            runtime = LocalRuntime(LocalConfig(port=0, dynamodb_port=0, table_prefix=f"claims{run_no}"))
+            runtime = LocalRuntime(
+                LocalConfig(
+                    port=0,
+                    dynamodb_port=0,
+                    table_prefix=f"claims{run_no}",
+                    max_workers=max(config.sites, 1),
+                )
+            )
             runtime.start(restore_environment=True)
             counter = RequestCounter()
             counter.attach(dynamodb())
@@ -309,11 +342,11 @@ def run(config: ClaimsConfig) -> dict[str, Any]:
         "notes": [
             "claim_next conflicts are claim writes the store refused inside the service (the site "
             "sees one 200 per claim); list_then_claim conflicts are the 409s a site receives.",
-            "The local runtime's API takes one request at a time per process (Powertools keeps the "
-            "current request on a shared class; jobtriggers/api/resolver.py), so through HTTP no two "
-            "claims ever race and claim_next shows no conflicts by construction. claim_next_service "
-            "calls the same ClaimService from 16 threads at once, with no API lock: the contention "
-            "16 Lambda containers would see.",
+            "The local runtime runs each function in worker processes of its own, one request at a "
+            "time each, as Lambda runs containers; here with one warm API worker per site, so the "
+            "sites' claims through HTTP race for real, as 16 Lambda containers would. "
+            "claim_next_service calls the same ClaimService from one thread per site in the "
+            "benchmark's own process: the service's contention without HTTP, gateway or workers.",
             "Jobs are written straight into the jobs table before the clock starts (setup).",
         ],
     }

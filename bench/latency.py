@@ -1,9 +1,18 @@
 """Figure 1: tag -> job latency and throughput through the local runtime, and the poller's floor.
 
 A fresh LocalRuntime per run (moto, the stream poller at the template's settings and 4 polls a
-second, the HTTP gateway with the authorizer). A site creates N objects over HTTP, then tags them
-`PUT /objects/{id}/types/{type}` from T client threads. Each job's latency is its `created_at`
-minus its `tagged_at` (copied from the assignment's `assigned_at`), both stamped by the service.
+second, the HTTP gateway with the authorizer, each function in its worker processes). N objects
+exist; T client threads tag them `PUT /objects/{id}/types/{type}` in two phases:
+
+- throughput: the first `burst_fraction` of them as fast as the threads go: tags accepted and jobs
+  made per second;
+- latency: the rest at `tag_rate` a second, a load the local stream path sustains. The API serves
+  the threads at once, so a flood outruns the one sequential stream consumer (ParallelizationFactor
+  1) on 2 shared cores, where on AWS each has its own; latencies taken then would measure that
+  queue, not the path.
+
+Each job's latency is its `created_at` minus its `tagged_at` (copied from the assignment's
+`assigned_at`), both stamped by the service.
 
 The floor: a second StreamPoller, same class and settings, on the same stream during the same run,
 delivering to an empty handler that notes when each record reached it (minus its `assigned_at`).
@@ -31,6 +40,8 @@ class LatencyConfig:
     threads: int = 4
     repetitions: int = 3
     poll_interval: float = 0.25
+    burst_fraction: float = 0.25  # tagged as fast as the threads go: throughput
+    tag_rate: float = 12.0  # tags a second for the rest: latency
 
 
 def _epoch(ts: str) -> float:
@@ -66,15 +77,26 @@ class FloorHandler:
         return {"batchItemFailures": []}
 
 
-def _in_threads(n_threads: int, items: list[str], work: Any) -> float:
-    """Run work(client, item) over items from n_threads; return the wall time."""
+def _in_threads(n_threads: int, items: list[str], work: Any, rate: float | None = None) -> float:
+    """Run work(item) over items from n_threads, at most `rate` starts a second (None: as fast as
+    they go); return the wall time."""
     chunks = [items[i::n_threads] for i in range(n_threads)]
     errors: list[BaseException] = []
+    pace = threading.Lock()
+    next_start = [time.monotonic()]
+
+    def paced(item: str) -> None:
+        if rate:
+            with pace:
+                start = max(time.monotonic(), next_start[0])
+                next_start[0] = start + 1 / rate
+            time.sleep(max(0.0, start - time.monotonic()))
+        work(item)
 
     def worker(chunk: list[str]) -> None:
         try:
             for item in chunk:
-                work(item)
+                paced(item)
         except BaseException as exc:
             errors.append(exc)
 
@@ -180,36 +202,58 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
 
         with step(f"latency run {run_no}: create {config.objects:,} objects (setup, in moto's backend)"):
             backend_put(runtime.tables["OBJECTS_TABLE"], [object_item(o) for o in ids])
-        # Warm-up: a token and one authorized request per thread, so the runtime has a warm container
-        # per concurrent request (as Lambda would in steady state) before the clock starts.
+        # Warm-up: a warm worker of the API and the authorizer per client thread (as Lambda would
+        # have in steady state), a token and one authorized request per thread, before the clock.
+        from jobtriggers.local.template import authorizer_function
+
+        for function in ("ApiFunction", authorizer_function(runtime.template)):
+            if function and runtime.pool:
+                runtime.pool.provision(function, config.threads)
         _in_threads(config.threads, ids[: config.threads], lambda o: client().get(f"/objects/{o}"))
         runtime.wait_for_stream(timeout=30)
         floor_poller.poll_once()  # takes its LATEST position before the first tag
         floor_poller.start()
-        with step(f"latency run {run_no}: tag {config.objects:,} objects from {config.threads} threads"):
-            tag_seconds = _in_threads(config.threads, ids, tag)
+        burst_ids = ids[: max(1, int(config.objects * config.burst_fraction))]
+        paced_ids = ids[len(burst_ids) :]
+        with step(
+            f"latency run {run_no}: tag {len(burst_ids):,} objects as fast as {config.threads} threads go"
+        ):
+            tag_seconds = _in_threads(config.threads, burst_ids, tag)
+        if not runtime.wait_for_stream(timeout=max(60.0, config.objects / 10)):
+            raise RuntimeError(f"the stream did not drain: {runtime.stats()}")
+        burst_jobs = _jobs_of(runtime, set(burst_ids))
+        first_tag = min(_epoch(j["tagged_at"]) for j in burst_jobs)
+        last_job = max(_epoch(j["created_at"]) for j in burst_jobs)
+        time.sleep(1.0)  # the floor poller's last burst records
+        floor.delays_ms.clear()
+        with step(
+            f"latency run {run_no}: tag {len(paced_ids):,} objects at {config.tag_rate:g}/s "
+            f"from {config.threads} threads"
+        ):
+            _in_threads(config.threads, paced_ids, tag, rate=config.tag_rate)
         if not runtime.wait_for_stream(timeout=max(60.0, config.objects / 10)):
             raise RuntimeError(f"the stream did not drain: {runtime.stats()}")
         deadline = time.monotonic() + 30
-        while len(floor.delays_ms) < config.objects and time.monotonic() < deadline:
+        while len(floor.delays_ms) < len(paced_ids) and time.monotonic() < deadline:
             time.sleep(0.1)
         floor_poller.stop()
         jobs = _jobs_of(runtime, set(ids))
+        paced = set(paced_ids)
         latencies = [
-            (_epoch(j["created_at"]) - _epoch(j["tagged_at"])) * 1000 for j in jobs if j.get("tagged_at")
+            (_epoch(j["created_at"]) - _epoch(j["tagged_at"])) * 1000
+            for j in jobs
+            if j.get("tagged_at") and j["object_id"] in paced
         ]
         if not latencies:
             raise RuntimeError("no job carries tagged_at")
-        first_tag = min(_epoch(j["tagged_at"]) for j in jobs)
-        last_job = max(_epoch(j["created_at"]) for j in jobs)
         dlq = len(runtime.dlq)
     finally:
         if floor_poller:
             floor_poller.stop()
         runtime.stop()
     out: dict[str, Any] = {
-        "tags_per_s": config.objects / tag_seconds,
-        "jobs_per_s": len(jobs) / max(last_job - first_tag, 1e-3),
+        "tags_per_s": len(burst_ids) / tag_seconds,
+        "jobs_per_s": len(burst_jobs) / max(last_job - first_tag, 1e-3),
         "jobs_per_tag": len(jobs) / config.objects,
         "tag_to_job_ms": {q: percentile(latencies, float(q[1:])) for q in ("p50", "p95", "p99")},
         "floor_ms": {q: percentile(floor.delays_ms, float(q[1:])) for q in ("p50", "p95", "p99")}
@@ -245,8 +289,15 @@ def run(config: LatencyConfig) -> dict[str, Any]:
         "notes": [
             "The floor poller reads the same stream beside the runtime's own poller during the same "
             "tag run, so both see the same load.",
-            "Tags/s is bounded by the local stack (one Python process on 2 cores serving the gateway, "
-            "every handler and moto, whose server handles one request at a time), not by DynamoDB.",
+            f"Tags and jobs per second: the first {config.burst_fraction:.0%} of the objects tagged as "
+            f"fast as {config.threads} threads go. Latencies: the rest, tagged at "
+            f"{config.tag_rate:g} a second. The API serves concurrent requests in worker processes, "
+            "so a flood on 2 shared cores outruns the one sequential stream consumer "
+            "(ParallelizationFactor 1; on AWS it has its own CPU and DynamoDB): its latencies "
+            "would measure that queue.",
+            "Throughput is bounded by the local stack on 2 cores (moto, whose server handles one "
+            "request at a time, the gateway and the poller in one process; each function in worker "
+            "processes of its own), not by DynamoDB.",
         ],
         "runs": runs,
     }

@@ -1,15 +1,31 @@
-"""Fault injection for DynamoDB (and Streams) calls: a botocore `before-send` hook that fails a
-fraction of requests.
+"""Fault injection for DynamoDB (and Streams) calls: fail a fraction of requests where the network
+and the service would fail them.
 
-It sits where the network would fail, under botocore's retry logic, so what the code under test sees
-is what it would see on AWS: throttles and 500s that botocore retries (standard mode) and, past its
-attempts, a ClientError; read timeouts before the request left; and the nasty one, a *lost
-response*: the request reached the table and was applied, and the client saw a timeout, so its
-retry repeats a write that already happened.
+One policy (FaultInjector: rate, seed, kinds, which operations, counters), two places to apply it:
 
-    with FaultInjector(rate=0.2, seed=7).attached(dynamodb()) as faults:
-        ...
-    print(faults.summary())
+- a botocore `before-send` hook on a client of this process, for code that runs here
+  (integration tests):
+
+      with FaultInjector(rate=0.2, seed=7).attached(dynamodb()) as faults:
+          ...
+
+- the local runtime's DynamoDB proxy, for the functions in its worker processes (e2e tests):
+
+      with FaultInjector(rate=0.2, seed=7).attached(local_runtime.proxy) as faults:
+          ...
+
+Either way it sits under botocore's retry logic, so the code under test sees what it would see on
+AWS: throttles and 500s that botocore retries (standard mode) and, past its attempts, a ClientError;
+requests that never reach the table (a timeout); and the nasty one, a *lost response*: the request
+reached the table and was applied, and the client saw no answer, so its retry repeats a write that
+already happened (the store keeps TransactWriteItems' ClientRequestToken as DynamoDB does, so a
+retried transaction is not applied twice). In-process a dropped answer is botocore's
+ReadTimeoutError; through the proxy it is a closed connection (ConnectionClosedError). Both are
+HTTPClientErrors, retried alike.
+
+Adding a kind: one entry in KINDS, naming what happens to a request it hits (an Answer in the
+store's place, or a Drop before or after the store applied it) and, if it only makes sense for some
+operations, which. ALL_KINDS, the default, lists the kinds every fault test gets.
 
 The RNG is seeded; under threads the order of draws varies, the rate does not.
 """
@@ -21,8 +37,9 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -30,32 +47,67 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ReadTimeoutError
 from botocore.retries.standard import ExponentialBackoff
 
+from jobtriggers.local.proxy import Answer, Drop, Outcome, error_body
+
 THROTTLE = "throttle"
 SERVER_ERROR = "server_error"
 TIMEOUT = "timeout"
 LOST_RESPONSE = "lost_response"
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """What a fault of this kind does to a request (operation, body) it hits; `operations`: the
+    only operations it can hit (None: any)."""
+
+    outcome: Callable[[str, bytes], Outcome]
+    operations: frozenset[str] | None = None
+
+    def hits(self, operation: str) -> bool:
+        return self.operations is None or operation in self.operations
+
+
+def answered(status: int, code: str, message: str) -> Callable[[str, bytes], Outcome]:
+    """An error answer in DynamoDB's place (the request never reaches the table)."""
+    body = error_body(code, message)
+    return lambda _operation, _body: Answer(status, body)
+
+
+KINDS: dict[str, FaultKind] = {
+    THROTTLE: FaultKind(
+        answered(
+            400,
+            "ProvisionedThroughputExceededException",
+            "The level of configured provisioned throughput was exceeded",
+        )
+    ),
+    SERVER_ERROR: FaultKind(answered(500, "InternalServerError", "Internal server error (injected)")),
+    # No answer; the request never reached the table.
+    TIMEOUT: FaultKind(lambda _operation, _body: Drop(apply=False)),
+    # No answer; the request reached the table and was applied.
+    LOST_RESPONSE: FaultKind(lambda _operation, _body: Drop(apply=True)),
+}
 ALL_KINDS = (THROTTLE, SERVER_ERROR, TIMEOUT, LOST_RESPONSE)
 # Opt-in (not in ALL_KINDS): TransactWriteItems cancelled because another transaction held one of
 # its items at that moment. Nothing is written; DynamoDB says so with the TransactionConflict
 # reason, which is not a failed condition. Other operations never get this kind.
 CONFLICT = "conflict"
-KNOWN_KINDS = (*ALL_KINDS, CONFLICT)
-
-_DYNAMODB_ERRORS = {
-    THROTTLE: (
-        400,
-        "ProvisionedThroughputExceededException",
-        "The level of configured provisioned throughput was exceeded",
-    ),
-    SERVER_ERROR: (500, "InternalServerError", "Internal server error (injected)"),
-}
 
 
-def _client_request_token(operation: str, body: bytes) -> str | None:
-    if operation != "TransactWriteItems" or b"ClientRequestToken" not in body:
-        return None
-    token = json.loads(body).get("ClientRequestToken")
-    return str(token) if token else None
+def _transaction_conflict(_operation: str, body: bytes) -> Outcome:
+    n = max(transaction_items(body), 1)
+    reasons = [{"Code": "None"}] * (n - 1) + [
+        {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    ]
+    message = (
+        "Transaction cancelled, please refer cancellation reasons for specific reasons ["
+        + ", ".join(r["Code"] for r in reasons)
+        + "]"
+    )
+    return Answer(400, error_body("TransactionCanceledException", message, CancellationReasons=reasons))
+
+
+KINDS[CONFLICT] = FaultKind(_transaction_conflict, operations=frozenset({"TransactWriteItems"}))
 
 
 class _Body:
@@ -69,7 +121,8 @@ class _Body:
 
 
 class FaultInjector:
-    """Fail `rate` of the matching calls, choosing a fault kind uniformly from `kinds`.
+    """Fail `rate` of the matching calls, choosing a fault kind uniformly from `kinds` (among those
+    that can hit the call's operation).
 
     `operations` limits faults to those API operations (e.g. {"PutItem"}); by default every
     DynamoDB operation may fail. `only_if_body_contains` limits them to requests that mention a
@@ -87,9 +140,9 @@ class FaultInjector:
     ) -> None:
         if not 0 <= rate <= 1:
             raise ValueError("rate is a fraction between 0 and 1")
-        unknown = set(kinds) - set(KNOWN_KINDS)
+        unknown = set(kinds) - set(KINDS)
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {KNOWN_KINDS}")
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {sorted(KINDS)}")
         self.rate = rate
         self.kinds = tuple(kinds)
         self.operations = operations
@@ -99,25 +152,34 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=16)
         self.calls = 0
-        self.replayed = 0
-        self._answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.faults: Counter[str] = Counter()
         self.by_operation: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ wiring
 
     @contextmanager
-    def attached(self, *clients: Any) -> Iterator[FaultInjector]:
-        """Register on the clients' `before-send` events (DynamoDB or DynamoDB Streams) for the block."""
-        unique = f"fault-injector-{uuid.uuid4().hex}"
-        events = [f"before-send.{c.meta.service_model.service_id.hyphenize()}.*" for c in clients]
-        for client, event in zip(clients, events, strict=True):
-            client.meta.events.register(event, self._before_send, unique_id=unique)
-        try:
+    def attached(self, *targets: Any) -> Iterator[FaultInjector]:
+        """Fail the targets' calls for the block: boto3 clients of this process (DynamoDB or
+        DynamoDB Streams), or the local runtime's proxy (or the runtime itself), whose worker
+        processes' calls pass through it."""
+        with ExitStack() as stack:
+            for target in targets:
+                proxy = getattr(target, "proxy", target)
+                if hasattr(proxy, "hooked"):
+                    stack.enter_context(proxy.hooked(self.decide))
+                else:
+                    stack.enter_context(self._hooked_client(target))
             yield self
+
+    @contextmanager
+    def _hooked_client(self, client: Any) -> Iterator[None]:
+        unique = f"fault-injector-{uuid.uuid4().hex}"
+        event = f"before-send.{client.meta.service_model.service_id.hyphenize()}.*"
+        client.meta.events.register(event, self._before_send, unique_id=unique)
+        try:
+            yield
         finally:
-            for client, event in zip(clients, events, strict=True):
-                client.meta.events.unregister(event, unique_id=unique)
+            client.meta.events.unregister(event, unique_id=unique)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -128,7 +190,7 @@ class FaultInjector:
         finally:
             self.enabled = True
 
-    # ------------------------------------------------------------------ the hook
+    # ------------------------------------------------------------------ the policy
 
     def _choose(self, operation: str, body: bytes) -> str | None:
         with self._lock:
@@ -136,72 +198,42 @@ class FaultInjector:
                 return None
             if self.only_if_body_contains is not None and self.only_if_body_contains not in body:
                 return None
-            kinds = (
-                self.kinds
-                if operation == "TransactWriteItems"
-                else tuple(k for k in self.kinds if k != CONFLICT)
-            )
-            if not kinds:
+            candidates = [k for k in self.kinds if KINDS[k].hits(operation)]
+            if not candidates:
                 return None
             self.calls += 1
             if self._rng.random() >= self.rate:
                 return None
-            kind = self._rng.choice(kinds)
+            kind = self._rng.choice(candidates)
             self.faults[kind] += 1
             self.by_operation[operation] += 1
             return kind
+
+    def decide(self, operation: str, body: bytes) -> Outcome | None:
+        """What happens to this request: None (it goes through) or a fault's outcome."""
+        kind = self._choose(operation, body)
+        return None if kind is None else KINDS[kind].outcome(operation, body)
+
+    # ------------------------------------------------------------------ in this process: botocore
 
     def _before_send(self, request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
         operation = event_name.rsplit(".", 1)[-1]
         raw = request.body or b""
         body = raw.encode() if isinstance(raw, str) else bytes(raw)
-        replay = self._idempotent_replay(operation, body)
-        if replay is not None:
-            return replay
-        kind = self._choose(operation, body)
-        if kind is None:
+        outcome = self.decide(operation, body)
+        if outcome is None:
             return None  # botocore sends the request
-        if kind in _DYNAMODB_ERRORS:
-            status, code, message = _DYNAMODB_ERRORS[kind]
-            error = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+        if isinstance(outcome, Answer):
             headers = HTTPHeaders()
-            headers["Content-Type"] = "application/x-amz-json-1.0"
+            headers["Content-Type"] = outcome.content_type
             headers["x-amzn-RequestId"] = uuid.uuid4().hex
-            return AWSResponse(request.url, status, headers, _Body(error.encode()))
-        if kind == CONFLICT:
-            return _transaction_conflict(request.url, body)
-        if kind == LOST_RESPONSE:
+            return AWSResponse(request.url, outcome.status, headers, _Body(outcome.body))
+        if outcome.apply:
             # The request arrives and is applied; only its answer is lost.
-            answer = self._http.request(
+            self._http.request(
                 request.method, request.url, body=body, headers=dict(request.headers.items()), retries=False
             )
-            self._remember_for_replay(operation, body, answer)
         raise ReadTimeoutError(endpoint_url=request.url)
-
-    # DynamoDB makes TransactWriteItems idempotent on its ClientRequestToken (botocore fills it in
-    # once per call, so its retries carry the same token): a retry of a transaction that went
-    # through gets the first answer again instead of a cancellation. moto does not keep tokens;
-    # replaying the lost answer here keeps a lost response as harmless as it is on AWS.
-
-    def _remember_for_replay(self, operation: str, body: bytes, answer: Any) -> None:
-        token = _client_request_token(operation, body)
-        if token and 200 <= answer.status < 300:
-            with self._lock:
-                self._answers[token] = (answer.status, dict(answer.headers), answer.data)
-
-    def _idempotent_replay(self, operation: str, body: bytes) -> AWSResponse | None:
-        token = _client_request_token(operation, body)
-        with self._lock:
-            stored = self._answers.get(token) if token else None
-            if stored:
-                self.replayed += 1
-        if not stored:
-            return None
-        status, header_map, data = stored
-        headers = HTTPHeaders()
-        for k, v in header_map.items():
-            headers[k] = v
-        return AWSResponse("", status, headers, _Body(data))
 
     # ------------------------------------------------------------------ reporting
 
@@ -217,31 +249,18 @@ class FaultInjector:
                 "rate_observed": round(sum(self.faults.values()) / self.calls, 3) if self.calls else 0.0,
                 "by_kind": dict(self.faults),
                 "by_operation": dict(self.by_operation),
-                "idempotent_replays": self.replayed,
             }
 
 
-def _transaction_conflict(url: str, body: bytes) -> AWSResponse:
-    """TransactWriteItems' answer when another transaction was on one of its items: cancelled, with
-    one reason per item, the last one TransactionConflict (as DynamoDB words it)."""
-    count = max(len(json.loads(body).get("TransactItems", [])), 1)
-    reasons = [{"Code": "None"}] * (count - 1)
-    reasons.append({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})
-    error = {
-        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
-        f"[{', '.join(r['Code'] for r in reasons)}]",
-        "CancellationReasons": reasons,
-    }
-    headers = HTTPHeaders()
-    headers["Content-Type"] = "application/x-amz-json-1.0"
-    headers["x-amzn-RequestId"] = uuid.uuid4().hex
-    return AWSResponse(url, 400, headers, _Body(json.dumps(error).encode()))
+def transaction_items(body: bytes) -> int:
+    """How many actions a TransactWriteItems request body holds (for kinds that answer per action)."""
+    return len(json.loads(body).get("TransactItems", []))
 
 
 @contextmanager
 def fast_backoff(scale: float = 0.02) -> Iterator[None]:
-    """Shrink botocore's retry delays (throttles back off 1 s, 2 s, 4 s ...) by `scale`.
+    """Shrink botocore's retry delays (throttles back off 1 s, 2 s, 4 s ...) by `scale`, in this
+    process (the local runtime's worker processes back off in real time, as Lambda's would).
 
     Time compression, as an injectable clock would be: which calls are retried, how often and with
     what retry quota stays botocore's own decision; only the sleeping is shorter.

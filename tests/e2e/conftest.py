@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the whole local runtime, started in this process, driven over HTTP.
+"""End-to-end fixtures: the whole local runtime, started by this process, driven over HTTP.
 
     def test_something(local_runtime, api, new_site):
         site = new_site()                       # a fresh site, its credentials and a token
@@ -9,8 +9,12 @@
 `local_runtime` is a `jobtriggers.local.runtime.LocalRuntime`: `.base_url`, `.dynamodb_endpoint`,
 `.dlq`, `.stats()`, `.poller.recent_deliveries()`, `.create_site(site_id, capability_ids)`,
 `.signing_key` (to forge tokens in security tests), `.wait_for_stream(timeout)`, `.tables` (env var
--> table name). It is shared by the session (starting it costs seconds): give every test its own
-site and object ids. While it runs, os.environ names its tables (in-process code reaches them).
+-> table name); and, since its functions run in worker processes of their own: `.logs` (every line
+they printed: `.logs.text()`), `.proxy` (their way to DynamoDB: `FaultInjector(...).attached(
+local_runtime.proxy)` fails their calls), `.run_schedule(function)` (fire a Schedule event now) and
+`.invoke(function, event)`. It is shared by the session (starting it costs seconds): give every test
+its own site and object ids. While it runs, os.environ names its tables (in-process code reaches
+them directly, not through the proxy).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The worker loop under injected DynamoDB faults: every job ends `done` exactly once.
 
 Two sites run `jobtriggers site work` (the real CLI, as subprocesses) against the local runtime,
-while tests/faults.py fails 20 % of the runtime's DynamoDB calls (the runtime's handlers run in this
-process and share its client). The API answers 503 when botocore's retries run out, the site client
-backs off and retries, and claims and reports are conditional transactions. A worker that gives up
-is started again, as a batch system would. Counts are printed (`pytest -s`) and asserted.
+while tests/faults.py fails 20 % of the runtime's DynamoDB calls (its functions run in worker
+processes and reach DynamoDB through the runtime's proxy, where the faults are injected). The API
+answers 503 when botocore's retries run out, the site client backs off and retries, and claims and
+reports are conditional transactions. A worker that gives up is started again, as a batch system
+would. Counts are printed (`pytest -s`) and asserted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobtriggers.dal.tables import dynamodb
 from jobtriggers.local.runtime import LocalRuntime
 from tests.e2e.conftest import SiteSession
 from tests.e2e.test_worker import JOBTRIGGERS, add_job, get_job, register_workflow, site_env
@@ -78,7 +78,7 @@ def test_two_workers_run_every_job_to_done_exactly_once_under_faults(
     restarts = 0
     started = time.monotonic()
     # When the workers run under 20 % faults until no job is claimable (restarted if they give up)
-    with FaultInjector(rate=0.2, seed=31).attached(dynamodb()) as faults:
+    with FaultInjector(rate=0.2, seed=31).attached(local_runtime.proxy) as faults:
         for _round in range(6):
             workers = [_start_worker(env, wf_id) for env in envs]
             outcomes = [w.communicate(timeout=180) for w in workers]

@@ -297,36 +297,3 @@ def test_concurrent_conflicts_give_up_after_bounded_attempts(obj: str) -> None:
     with pytest.raises(ConflictError):
         tagger.add(obj, MG, by="site-a")
     assert always.calls == 5
-
-
-def test_concurrent_requests_in_one_process_each_get_their_own_answer(api: ApiCaller) -> None:
-    # Given many threads in one process, as the local runtime's gateway serves requests
-    from concurrent.futures import ThreadPoolExecutor
-
-    run = unique("race")
-
-    def create(i: int) -> tuple[int, str, str]:
-        body = drs_object_body(id=f"{run}-{i}", checksum=f"{run}-{i}")
-        status, resp = api("POST", "/objects", body=body, site_id=f"site-{i}")
-        return status, resp["id"], resp["created_by"]
-
-    # When 64 objects are created by 16 threads at once, each by its own site
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        answers = list(pool.map(create, range(64)))
-    # Then every request was answered with its own object and its own site (no request saw
-    # another's event: Powertools keeps the current request on a class shared by all resolvers)
-    assert answers == [(201, f"{run}-{i}", f"site-{i}") for i in range(64)]
-
-
-def test_copies_of_the_api_package_share_one_resolve_lock() -> None:
-    # Given a second copy of the resolver module (the local runtime imports one per container)
-    import importlib.util
-
-    from jobtriggers.api import resolver
-
-    spec = importlib.util.spec_from_file_location("resolver_copy", resolver.__file__)
-    assert spec is not None and spec.loader is not None
-    copy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy)
-    # Then both guard Powertools' shared request state with the same lock
-    assert copy._RESOLVE_LOCK is resolver._RESOLVE_LOCK

@@ -116,3 +116,13 @@ def test_a_taken_port_stops_the_command_with_exit_code_2() -> None:
     # Then it exits 2 naming the port, before starting anything
     assert result.exit_code == 2
     assert f"127.0.0.1:{port} is already in use" in result.output
+
+
+def test_a_parameter_the_template_lacks_stops_the_command_with_exit_code_2() -> None:
+    # When `jobtriggers local` is given a parameter override the template has no parameter for
+    result = CliRunner().invoke(
+        cli, ["local", "--port", "0", "--dynamodb-port", "0", "--parameter", "Nope=1"]
+    )
+    # Then it exits 2 naming it, before starting anything
+    assert result.exit_code == 2
+    assert "template.yaml has no parameter Nope" in result.output

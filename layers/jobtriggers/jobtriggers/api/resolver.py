@@ -12,14 +12,12 @@ passed `path` encoded or decoded: only `resource` and `pathParameters` are read.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping
 from re import Match
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jobtriggers.api.errors import proxy_error
@@ -31,23 +29,6 @@ _KEEP_IN_PATH = "-._~()'!*:@,;=+&$"
 # limit is 400 KB. Refused before parsing, so a huge body costs no validation work.
 MAX_REQUEST_BYTES = 256 * 1024
 _RESOURCE_PARAM = re.compile(r"\{(\w+)\+?\}")
-# Powertools keeps the request being resolved on the BaseRouter *class* (`BaseRouter.current_event`),
-# shared by every resolver and router in the process. Lambda sends one request at a time to a
-# process; the local runtime serves many threads in one process, so requests take turns (never
-# contended on Lambda). The lock hangs on that class, not on this module, so that copies of
-# jobtriggers.api (the local runtime gives each "container" its own) still share one.
-_LOCK_ATTRIBUTE = "_jobtriggers_resolve_lock"
-
-
-def _shared_resolve_lock() -> threading.Lock:
-    lock = vars(BaseRouter).get(_LOCK_ATTRIBUTE)
-    if lock is None:
-        lock = threading.Lock()
-        setattr(BaseRouter, _LOCK_ATTRIBUTE, lock)
-    return lock
-
-
-_RESOLVE_LOCK = _shared_resolve_lock()
 
 
 def encode_path_parameter(value: str) -> str:
@@ -70,8 +51,7 @@ def routable_path(event: Mapping[str, Any]) -> str | None:
 
 
 class SitesApiResolver(APIGatewayRestResolver):
-    """APIGatewayRestResolver that routes on re-encoded path parameters, decodes them for routes,
-    and resolves one request at a time per process."""
+    """APIGatewayRestResolver that routes on re-encoded path parameters and decodes them for routes."""
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         size = len(event.get("body") or "")
@@ -82,8 +62,7 @@ class SitesApiResolver(APIGatewayRestResolver):
         path = routable_path(event)
         if path is not None:
             event = {**event, "path": path}
-        with _RESOLVE_LOCK:
-            return super().resolve(event, context)
+        return super().resolve(event, context)
 
     def _convert_matches_into_route_keys(self, match: Match) -> dict[str, str]:
         return {name: unquote(value) for name, value in match.groupdict().items()}

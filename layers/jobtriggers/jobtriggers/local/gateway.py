@@ -30,8 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from jobtriggers.local.invoke import FunctionError
 from jobtriggers.local.store import PortInUseError
-from jobtriggers.local.template import ApiRoute, resources_of_type
+from jobtriggers.local.template import ApiRoute, parameter_values, resources_of_type
 
 log = logging.getLogger("local_runtime.gateway")
 
@@ -66,14 +67,16 @@ class ApiSettings:
     responses: dict[str, tuple[int, str]] = field(default_factory=lambda: dict(DEFAULT_GATEWAY_RESPONSES))
 
 
-def api_settings(template: Mapping[str, Any]) -> ApiSettings:
+def api_settings(template: Mapping[str, Any], parameters: Mapping[str, str] | None = None) -> ApiSettings:
+    """The API's stage, identity header and gateway responses (parameters: their values, else the
+    template's defaults)."""
     settings = ApiSettings()
-    params = template.get("Parameters", {})
+    params = dict(parameters) if parameters is not None else parameter_values(dict(template))
     for res in resources_of_type(dict(template), "AWS::Serverless::Api").values():
         props = res.get("Properties", {})
         stage = props.get("StageName")
         if isinstance(stage, dict) and "Ref" in stage:
-            stage = params.get(stage["Ref"], {}).get("Default")
+            stage = params.get(stage["Ref"])
         if stage:
             settings.stage = str(stage)
         auth = props.get("Auth", {})
@@ -188,6 +191,14 @@ def _policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
         if str(st.get("Effect", "")).lower() == "allow":
             allowed = True
     return allowed
+
+
+def _failure(exc: Exception) -> str:
+    """A function's failure for the gateway's log: Lambda's error type and message (the traceback
+    is in the function's own log), or this process's traceback for anything else."""
+    if isinstance(exc, FunctionError):
+        return f"{exc.error_type}: {exc.message}"
+    return "\n" + traceback.format_exc()
 
 
 def _context_value(value: Any) -> str:
@@ -384,7 +395,7 @@ class Gateway:
             if str(exc) == "Unauthorized":
                 return self.gateway_response("UNAUTHORIZED")
             # On AWS, only Exception("Unauthorized") means 401; anything else is a failed authorizer.
-            log.error("authorizer %s failed:\n%s", self.authorizer, traceback.format_exc())
+            log.error("authorizer %s failed: %s", self.authorizer, _failure(exc))
             return self.gateway_response("AUTHORIZER_FAILURE")
         if not isinstance(result, dict) or "policyDocument" not in result or "principalId" not in result:
             log.error("authorizer %s returned no principalId/policyDocument", self.authorizer)
@@ -405,14 +416,14 @@ class Gateway:
         )
         try:
             result = self.invoke(route.function, event)
-        except Exception:
+        except Exception as exc:
             log.error(
-                "%s failed on %s %s (request %s):\n%s",
+                "%s failed on %s %s (request %s): %s",
                 route.function,
                 event["httpMethod"],
                 event["path"],
                 request_id,
-                traceback.format_exc(),
+                _failure(exc),
             )
             return failure
         if not isinstance(result, dict) or not isinstance(result.get("statusCode"), int):

@@ -1,6 +1,13 @@
-"""The whole service in one process, wired from template.yaml: moto as DynamoDB (and its streams),
-the registry loaded from seed/ as a deploy loads it, the stream poller in front of TriggerResolver,
-and the HTTP gateway in front of the API, token and authorizer functions.
+"""The whole service on this machine, wired from template.yaml, run the way Lambda runs it.
+
+- DynamoDB: moto's server on loopback (jobtriggers.local.store), with the template's tables and
+  the registry loaded from seed/ as a deploy loads it.
+- Functions: each in worker processes of its own (jobtriggers.local.invoke), with its environment
+  from template.yaml (Globals + its own Environment, resolved at the parameters' defaults), one
+  invocation at a time per process, more processes for concurrent invocations. They reach
+  DynamoDB through a loopback proxy (jobtriggers.local.proxy), where tests inject faults.
+- Event sources: the HTTP gateway in front of the API, token and authorizer functions; the stream
+  poller in front of TriggerResolver; the scheduler for `Type: Schedule` events.
 
 `jobtriggers local` runs it until Ctrl-C; the e2e tests start it in-process on free ports.
 """
@@ -13,7 +20,6 @@ import secrets
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -24,7 +30,14 @@ from botocore.exceptions import ClientError
 
 from jobtriggers.dal.tables import reset_clients
 from jobtriggers.local.gateway import Gateway, api_settings
-from jobtriggers.local.invoke import FunctionNotAvailable, FunctionPool
+from jobtriggers.local.invoke import (
+    DEFAULT_MAX_WORKERS,
+    LOCAL_ACCOUNT,
+    FunctionLogs,
+    FunctionPool,
+)
+from jobtriggers.local.proxy import DynamoDBProxy
+from jobtriggers.local.schedules import Scheduler
 from jobtriggers.local.store import (
     LOCAL_REGION,
     EmbeddedDynamo,
@@ -38,12 +51,16 @@ from jobtriggers.local.store import (
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import (
     LOCAL_TABLE_PREFIX,
+    ScheduleEvent,
     api_routes,
     authorizer_function,
     find_template,
+    function_environment,
     functions,
     global_environment,
     load_template,
+    parameter_values,
+    schedule_events,
     stream_sources,
     table_environment,
     table_names_for,
@@ -54,6 +71,10 @@ from jobtriggers.settings import reset_settings_cache
 log = logging.getLogger("local_runtime")
 
 __all__ = ["LocalConfig", "LocalRuntime", "PortInUseError"]
+
+# What a secret's ARN becomes locally: the runtime hands the value itself to the functions that
+# read the secret (never on argv, never logged); on AWS it comes from Secrets Manager.
+SECRET_VALUES = {"SIGNING_KEY_SECRET_ARN": "SIGNING_KEY"}
 
 
 @dataclass
@@ -68,6 +89,17 @@ class LocalConfig:
     dynamodb_endpoint: str | None = None
     template_path: Path | None = None
     log_level: str | None = None
+    # Worker processes per function at most (Lambda: reserved concurrency); each costs ~70 MB.
+    max_workers: int = DEFAULT_MAX_WORKERS
+    # As `sam deploy --parameter-overrides`: e.g. {"EnableScheduledReconcile": "true"}.
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    # Variables every function gets on top of the template's (as `sam local --env-vars`).
+    environment: dict[str, str] = field(default_factory=dict)
+    # Echo the functions' output to this process's stdout (it is collected in `logs` either way).
+    echo_function_logs: bool = True
+    # An invocation is cut off at this multiple of its Timeout (Lambda: 1); past 1x the log says
+    # Lambda would have failed it. This machine shares 2 cores among every function.
+    timeout_factor: float = 3.0
 
 
 @dataclass
@@ -96,38 +128,6 @@ def trim_stream_iterators(keep: int = ITERATORS_KEPT) -> int:
     return dropped
 
 
-def _timeouts(template: dict[str, Any]) -> dict[str, float]:
-    default = float(template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
-    out = {}
-    for logical, res in template.get("Resources", {}).items():
-        if res.get("Type") == "AWS::Serverless::Function":
-            out[logical] = float(res.get("Properties", {}).get("Timeout", default))
-    return out
-
-
-def _function_environment(template: dict[str, Any], names: list[str]) -> dict[str, str]:
-    """The plain (or parameter-default) variables of the functions that run locally.
-
-    References to resources (the signing key's secret) have no local meaning and are left out.
-    """
-    params = template.get("Parameters", {})
-    specs = functions(template)
-    out: dict[str, str] = {}
-    for name in names:
-        spec = specs.get(name)
-        for var, value in (spec.environment if spec else {}).items():
-            if isinstance(value, dict):
-                ref = value.get("Ref")
-                if ref not in params or "Default" not in params[ref]:
-                    continue
-                value = params[ref]["Default"]
-            if var in out and out[var] != str(value):
-                log.warning("functions disagree on %s; using %s", var, out[var])
-                continue
-            out[var] = str(value)
-    return out
-
-
 class LocalRuntime:
     """Start with `start()` (or `with LocalRuntime(...) as rt:`), stop with `stop()`."""
 
@@ -137,14 +137,20 @@ class LocalRuntime:
         self.template = load_template(self.template_path)
         self.root = self.template_path.parent
         self.seed_dir = self.config.seed_dir or self.root / "seed"
+        self.parameters = parameter_values(self.template, self.config.parameter_overrides)
+        self.region = os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION)
         self.dynamo: EmbeddedDynamo | None = None
         self.dynamodb_endpoint = ""
         self.tables: dict[str, str] = {}
         self.seed = SeedSummary()
+        self.logs = FunctionLogs(echo=self.config.echo_function_logs)
+        self.proxy: DynamoDBProxy | None = None
         self.pool: FunctionPool | None = None
         self.poller: StreamPoller | None = None
         self.gateway: Gateway | None = None
+        self.scheduler: Scheduler | None = None
         self.unavailable: dict[str, str] = {}
+        self._signing_key = os.environ.get("SIGNING_KEY") or secrets.token_urlsafe(48)
         self._stopped = threading.Event()
         self._environment_before: dict[str, str] | None = None
 
@@ -163,16 +169,36 @@ class LocalRuntime:
     def stats(self) -> dict[str, Any]:
         out = self.poller.stats() if self.poller else {}
         out["gateway_requests"] = self.gateway.requests_served if self.gateway else 0
+        out["dynamodb"] = self.proxy.stats() if self.proxy else {}
+        if self.pool:
+            out["workers"] = {name: self.pool.workers(name) for name in self.pool.functions}
+        out["schedules"] = self.scheduler.stats() if self.scheduler else {}
         return out
 
     @property
     def signing_key(self) -> str:
         """The key tokens are signed with (tests forge tokens with it); never printed."""
-        return os.environ["SIGNING_KEY"]
+        return self._signing_key
+
+    @property
+    def schedules(self) -> list[ScheduleEvent]:
+        return self.scheduler.schedules if self.scheduler else []
 
     def wait_for_stream(self, timeout: float = 10.0) -> bool:
         """Wait until every record written so far has been through TriggerResolver (or the DLQ)."""
         return self.poller.wait_until_idle(timeout) if self.poller else True
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Invoke a function in its worker, as `aws lambda invoke` would."""
+        if not self.pool:
+            raise RuntimeError("the local runtime is not running")
+        return self.pool.invoke(function, event)
+
+    def run_schedule(self, function: str, name: str | None = None) -> Any:
+        """Fire the function's `Type: Schedule` event now (enabled or not); what it returned."""
+        if not self.scheduler:
+            raise RuntimeError("the local runtime is not running")
+        return self.scheduler.run(function, name)
 
     def create_site(self, site_id: str, capability_ids: list[str] | None = None) -> dict[str, str]:
         """A site and its credentials, as `jobtriggers sites create` makes them."""
@@ -207,22 +233,29 @@ class LocalRuntime:
             ensure_port_free("127.0.0.1", cfg.dynamodb_port)
         try:
             self._start_store()
-            self._configure_environment()
             self._load_seed()
             self._start_functions()
             self._start_gateway()
+            self._start_scheduler()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop accepting requests, let the poller finish its batch, then stop the store."""
+        """Stop accepting requests and events, let the poller finish its batch, end the workers,
+        then stop the store."""
         self._stopped.set()
         if self.gateway:
             self.gateway.stop()
+        if self.scheduler:
+            self.scheduler.stop()
         if self.poller:
             self.poller.stop()
+        if self.pool:
+            self.pool.stop()
+        if self.proxy:
+            self.proxy.stop()
         if self.dynamo:
             self.dynamo.stop()
             self.dynamo = None
@@ -255,6 +288,49 @@ class LocalRuntime:
                 signal.signal(sig, handler)
             self.stop()
 
+    # ------------------------------------------------------------------ the functions' environment
+
+    def environment_for(self, function: str) -> dict[str, str]:
+        """Everything a function's process finds in its environment, as Lambda would set it."""
+        assert self.proxy is not None
+        names = table_names_for(self.template, self.config.table_prefix)
+        declared, left_out = function_environment(self.template, function, self.parameters, names)
+        # (The function's own identity, AWS_LAMBDA_FUNCTION_NAME and the like, the pool adds.)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "TZ": "UTC",
+            # Powertools' warning when a read-only request publishes no metric: noise here.
+            "PYTHONWARNINGS": "ignore:No application metrics to publish",
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            # Credentials of the function's role: moto takes any. Nothing from this machine's own
+            # AWS configuration reaches a function.
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # The functions' way to DynamoDB: through the proxy.
+            "AWS_ENDPOINT_URL_DYNAMODB": self.proxy.endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.proxy.endpoint,
+            **declared,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            # EMF lines on every invocation drown the log; POWERTOOLS_METRICS_DISABLED=false shows them.
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the same package this process runs
+        for var in left_out:
+            if var in SECRET_VALUES:
+                env[SECRET_VALUES[var]] = self._signing_key
+        # POWERTOOLS_* of this process win over the template's (a quieter or louder run).
+        env.update({k: v for k, v in os.environ.items() if k.startswith("POWERTOOLS_")})
+        if self.config.log_level:
+            env["POWERTOOLS_LOG_LEVEL"] = self.config.log_level.upper()
+        env.update(self.config.environment)
+        return env
+
     # ------------------------------------------------------------------ steps
 
     def _start_store(self) -> None:
@@ -264,7 +340,11 @@ class LocalRuntime:
         else:
             self.dynamo = start_embedded_dynamo("127.0.0.1", cfg.dynamodb_port)
             self.dynamodb_endpoint = self.dynamo.endpoint
+        # This process (the seed load, the poller, tests' own checks) talks to the store directly,
+        # and logs as the service does (POWERTOOLS_SERVICE_NAME and the like, unless set already).
         point_boto3_at(self.dynamodb_endpoint)
+        for var, value in global_environment(self.template).items():
+            os.environ.setdefault(var, value)
         try:
             self.tables = create_tables(cfg.table_prefix, self.template)
         except ClientError as exc:
@@ -273,34 +353,10 @@ class LocalRuntime:
             # The tables exist on a shared server: use them as they are.
             self.tables = table_environment(self.template, table_names_for(self.template, cfg.table_prefix))
             os.environ.update(self.tables)
+            reset_settings_cache()
             log.info("using the existing %s-* tables", cfg.table_prefix)
-
-    def _configure_environment(self) -> None:
-        local_functions = [r.function for r in api_routes(self.template)]
-        local_functions += [s.function for s in stream_sources(self.template)]
-        authorizer = authorizer_function(self.template)
-        if authorizer:
-            local_functions.append(authorizer)
-        for var, value in {
-            **global_environment(self.template),
-            **_function_environment(self.template, local_functions),
-        }.items():
-            os.environ.setdefault(var, value)
-        os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here
-        # EMF lines on every invocation drown the log; POWERTOOLS_METRICS_DISABLED=false shows them.
-        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-        warnings.filterwarnings("ignore", message="No application metrics to publish")
-        if self.config.log_level:
-            os.environ["POWERTOOLS_LOG_LEVEL"] = self.config.log_level.upper()
-            from jobtriggers.observability import logger
-
-            logger.setLevel(self.config.log_level.upper())
-        # Locally the token key is generated per run and handed over in the environment, never
-        # printed; on AWS it comes from Secrets Manager.
-        os.environ.pop("SIGNING_KEY_SECRET_ARN", None)
-        os.environ.setdefault("SIGNING_KEY", secrets.token_urlsafe(48))
-        reset_settings_cache()
-        reset_clients()
+        self.proxy = DynamoDBProxy(self.dynamodb_endpoint)
+        self.proxy.start()
 
     def _load_seed(self) -> None:
         from jobtriggers.dal.assignments import AssignmentRepository
@@ -321,39 +377,44 @@ class LocalRuntime:
             backfilled=report.backfilled,
         )
 
-    def _start_functions(self) -> None:
-        self.pool = FunctionPool(
-            functions(self.template), self.root, self.config.table_prefix, _timeouts(self.template)
-        )
-        # Import every handler once now, so a broken one shows at start; a missing one is loaded
-        # when first called (others may still be writing it).
+    def _event_functions(self) -> list[str]:
+        """The functions some event source of the template invokes."""
         wanted = {r.function for r in api_routes(self.template)}
         wanted |= {s.function for s in stream_sources(self.template)}
         authorizer = authorizer_function(self.template)
         if authorizer:
             wanted.add(authorizer)
-        for name in sorted(wanted):
-            try:
-                with self.pool.container(name):
-                    pass
-            except FunctionNotAvailable as exc:
-                self.unavailable[name] = str(exc)
-                log.warning("%s is not available yet: %s", name, exc)
-            except Exception as exc:  # a handler that fails to import must not stop the rest
-                self.unavailable[name] = f"{type(exc).__name__}: {exc}"
-                log.exception("%s failed to load", name)
+        wanted |= {s.function for s in schedule_events(self.template, self.parameters) if s.enabled}
+        return sorted(wanted)
+
+    def _start_functions(self) -> None:
+        self.pool = FunctionPool(
+            functions(self.template),
+            self.root,
+            self.environment_for,
+            name_prefix=self.config.table_prefix,
+            max_workers=self.config.max_workers,
+            logs=self.logs,
+            region=self.region,
+            timeout_factor=self.config.timeout_factor,
+        )
+        # One warm worker per function now, all at once: a broken handler shows at start, and the
+        # first requests do not all pay a cold start. A missing one is tried again when first
+        # invoked (others may still be writing it).
+        self.unavailable = self.pool.warm(self._event_functions())
+        for name, why in sorted(self.unavailable.items()):
+            log.warning("%s is not available: %s", name, why)
 
         names = table_names_for(self.template, self.config.table_prefix)
-        mappings = []
-        for source in stream_sources(self.template):
-            mappings.append(
-                StreamMapping.from_source(
-                    source,
-                    stream_arn(names[source.table]),
-                    region=os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION),
-                    function_arn=self.pool.context(source.function).invoked_function_arn,
-                )
+        mappings = [
+            StreamMapping.from_source(
+                source,
+                stream_arn(names[source.table]),
+                region=self.region,
+                function_arn=self.pool.context(source.function).invoked_function_arn,
             )
+            for source in stream_sources(self.template)
+        ]
         self.poller = StreamPoller(
             mappings,
             {m.function: self.pool.handler_for(m.function) for m in mappings},
@@ -370,11 +431,22 @@ class LocalRuntime:
             api_routes(self.template),
             self.pool.invoke,
             authorizer=authorizer_function(self.template),
-            settings=api_settings(self.template),
+            settings=api_settings(self.template, self.parameters),
             local_routes={"/local/dlq": lambda: poller.dlq, "/local/stats": self.stats},
-            region=os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION),
+            region=self.region,
         )
         self.gateway.start(self.config.host, self.config.port)
+
+    def _start_scheduler(self) -> None:
+        assert self.pool is not None
+        self.scheduler = Scheduler(
+            schedule_events(self.template, self.parameters),
+            self.pool.invoke,
+            region=self.region,
+            account=LOCAL_ACCOUNT,
+            rule_prefix=self.config.table_prefix,
+        )
+        self.scheduler.start()
 
     # ------------------------------------------------------------------ for people
 
@@ -388,7 +460,13 @@ class LocalRuntime:
             f"  Registry  {counts.get('object_type', 0)} object types, "
             f"{counts.get('workflow', 0)} workflows, {counts.get('trigger', 0)} triggers from {self.seed_dir}"
             + (f"; {backfilled} jobs backfilled" if backfilled else ""),
+            f"  Functions each in its own processes, up to {self.config.max_workers} per function",
         ]
+        for s in self.schedules:
+            state = (
+                "on" if s.enabled and s.interval_seconds else "on demand only" if s.enabled else "disabled"
+            )
+            lines.append(f"  Schedule  {s.function}.{s.name}: {s.expression} ({state})")
         for name, why in sorted(self.unavailable.items()):
             lines.append(f"  (not available: {name}: {why})")
         lines += [

@@ -1,4 +1,6 @@
-"""The embedded DynamoDB: moto's server on loopback, with the template's tables.
+"""The embedded DynamoDB: moto's server on loopback, with the template's tables, made to keep
+DynamoDB's rules where moto does not (atomic conditional writes here, key and item sizes and
+ClientRequestToken in jobtriggers.local.store_rules).
 
 boto3 reaches it over HTTP through AWS_ENDPOINT_URL_DYNAMODB and AWS_ENDPOINT_URL_DYNAMODB_STREAMS,
 exactly as production code reaches DynamoDB; nothing is patched in-process.
@@ -16,6 +18,7 @@ import boto3
 from botocore.config import Config
 
 from jobtriggers.dal.tables import reset_clients
+from jobtriggers.local import store_rules
 from jobtriggers.local.template import (
     create_table_requests,
     load_template,
@@ -189,6 +192,7 @@ def _snapshot_only_what_a_transaction_touches() -> None:
 def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
     _snapshot_only_what_a_transaction_touches()
     _keep_streams_across_cancelled_transactions()
+    store_rules.install()
     # werkzeug logs every request at INFO; the runtime's own log is what people read.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_port_free(host, port)
