@@ -7,9 +7,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jobtriggers.api.app import app
 from jobtriggers.observability import logger, metrics
-from jobtriggers.settings import job_settings, require_settings, table_names
+from jobtriggers.settings import idempotency_settings, job_settings, require_settings, table_names
 
-require_settings(table_names, job_settings)  # a missing variable fails the cold start, naming it
+require_settings(
+    table_names, job_settings, idempotency_settings
+)  # a missing variable fails the cold start, naming it
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -7,11 +7,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtriggers.dal.claims import JobClaims
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.claims import ClaimService
-from jobtriggers.observability import logger, metrics, tracer
+from jobtriggers.observability import logger, metrics
+from jobtriggers.settings import job_settings, require_settings, table_names
+
+require_settings(table_names, job_settings)  # a missing variable fails the cold start, naming it
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A service per run: it caches workflow limits, which the registry may change between runs.

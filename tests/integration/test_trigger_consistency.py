@@ -239,9 +239,7 @@ def test_a_deploy_starts_the_backfill_only_after_the_delay(
                 "RequestId": "r",
             },
             seed,
-            registry,
-            TriggerResolver(registry, JobRepository()),
-            AssignmentRepository(),
+            lambda: (registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()),
             lambda url, b: None,
         )
     finally:
