@@ -72,7 +72,7 @@ pytest: browser
 
 # The job board as an operator's browser shows it (the realistic dataset of tests/board/dataset.py).
 board-screenshot: venv browser
-	$(PY) -m tests.board.screenshot docs/board.png
+	$(PY) -m tests.board.screenshot docs/board.png --full-page
 
 validate: sam-venv
 	$(SAM_ENV) $(SAM) validate --lint

@@ -7,11 +7,13 @@
     rerun: {
       title: "Rerun this job?",
       confirm: "Rerun job",
+      style: "primary",
       text: () => "It becomes pending again with a fresh attempt budget. Its earlier operations stay as history.",
     },
     cancel: {
       title: "Cancel this job?",
       confirm: "Cancel job",
+      style: "danger",
       text: (status) =>
         status === "claimed"
           ? "The site that holds it is told at its next heartbeat, and stops its command."
@@ -32,9 +34,11 @@
     if (button) {
       const action = ACTIONS[button.dataset.action];
       byId("confirm-title").textContent = action.title;
-      byId("confirm-text").textContent = button.dataset.what + ": " + action.text(button.dataset.status);
+      byId("confirm-what").textContent = button.dataset.what;
+      byId("confirm-text").textContent = action.text(button.dataset.status);
       byId("confirm-job").textContent = button.dataset.job;
       byId("confirm-yes").textContent = action.confirm;
+      byId("confirm-yes").className = "button " + action.style;
       byId("confirm-form").setAttribute("action", button.dataset.url);
       openerId = button.id;
       byId("confirm").showModal();
