@@ -7,10 +7,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from jobtriggers.board.port import STATUSES, Filters, JobError
 from jobtriggers.board.server import BoardServer
+from jobtriggers.errors import RetryableStoreError
 from tests.board.conftest import REFRESH_SECONDS, Console
 from tests.board.dataset import job_id
 from tests.board.fake_board import FakeJob, InMemoryBoard
@@ -228,6 +230,26 @@ def test_a_refresh_keeps_focus_and_what_was_opened(
         expect(refreshed).not_to_have_attribute("datetime", before, timeout=REFRESH_SECONDS * 4000)
     expect(link).to_be_focused()
     expect(page.locator("#idle-workflows")).to_have_attribute("open", "")
+
+
+def test_a_refresh_the_store_fails_keeps_what_was_shown_and_says_so(
+    page: Page, server: BoardServer, board: InMemoryBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _first_failed(board, "mgasm-1.0.3")
+    page.goto(server.url)
+    expect(_failed_row(page, job.id)).to_have_count(1)
+
+    def busy(filters: Filters) -> None:
+        raise RetryableStoreError("the store is busy")
+
+    monkeypatch.setattr(board, "overview", busy)
+    expect(page.locator("#refreshed")).to_contain_text("could not refresh", timeout=REFRESH_SECONDS * 4000)
+    expect(_failed_row(page, job.id)).to_have_count(1)
+    monkeypatch.undo()
+    # and it recovers by itself
+    expect(page.locator("#refreshed")).not_to_contain_text(
+        "could not refresh", timeout=REFRESH_SECONDS * 4000
+    )
 
 
 def test_a_refresh_that_fails_is_shown(page: Page, board: InMemoryBoard) -> None:

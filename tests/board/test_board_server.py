@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobtriggers.board import cli as board_cli
-from jobtriggers.board.port import BoardActions, BoardSource, Filters, StatusCounts
+from jobtriggers.board.port import BoardActions, BoardSource, Filters, Overview, StatusCounts
 from jobtriggers.board.server import (
     HERE,
     HTMX_FILE,
@@ -31,6 +31,7 @@ from jobtriggers.board.server import (
     lease_is_soon,
 )
 from jobtriggers.cli import app as cli_app
+from jobtriggers.errors import RetryableStoreError
 from tests.board.dataset import nmdc_board
 from tests.board.fake_board import InMemoryBoard
 
@@ -159,6 +160,24 @@ def test_an_action_on_an_unknown_job_is_404(client: httpx.Client) -> None:
 
 
 # ----------------------------------------------------------------------------- pages and filters
+
+
+class _BusyStore(InMemoryBoard):
+    def overview(self, filters: Filters) -> Overview:
+        raise RetryableStoreError("the store is busy; try again in a few seconds")
+
+
+def test_a_store_fault_is_a_readable_5xx(board: InMemoryBoard) -> None:
+    busy = _BusyStore(board.workflows, board.sites)
+    app = create_app(busy, busy, BoardConfig(source_label="test"), action_token=TOKEN)
+    with BoardServer(app) as server, httpx.Client(base_url=server.url) as http:
+        page = http.get("/")
+        assert page.status_code == 503
+        assert "The board could not read the jobs" in page.text
+        assert "the store is busy; try again in a few seconds" in page.text
+        fragment = http.get("/fragments/overview", headers={"hx-request": "true"})
+        assert fragment.status_code == 503
+        assert "the store is busy" in fragment.text
 
 
 def test_bad_filters_are_a_400_that_says_what_would_work(client: httpx.Client) -> None:

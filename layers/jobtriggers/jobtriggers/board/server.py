@@ -20,17 +20,19 @@ import logging
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -50,7 +52,7 @@ from jobtriggers.board.port import (
     StatusCounts,
     WorkflowSummary,
 )
-from jobtriggers.errors import ConflictError, NotFoundError
+from jobtriggers.errors import ConflictError, JobTriggersError, NotFoundError
 
 log = logging.getLogger("jobtriggers.board")
 
@@ -201,6 +203,7 @@ def _template_environment() -> jinja2.Environment:
         when=format_when,
         iso=iso,
         tojson_pretty=lambda v: json.dumps(v, indent=2, default=str, sort_keys=True),
+        segment=lambda v: quote(str(v), safe=""),
     )
     env.globals.update(
         STATUSES=STATUSES,
@@ -336,7 +339,7 @@ def create_app(
             if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
                 return render(request, "_notice.html", {"ok": False, "message": _STALE_PAGE}, 403)
             try:
-                message = await _in_thread(act, job_id)
+                message = await run_in_threadpool(act, job_id)
             except (ConflictError, NotFoundError) as exc:
                 log.info("board %s refused: %s", name, exc.detail)
                 status = 409 if isinstance(exc, ConflictError) else 404
@@ -348,6 +351,21 @@ def create_app(
 
         return action
 
+    def store_error(request: Request, exc: Exception) -> Response:
+        """The tables failed (throttled, unreachable), or refused: say so, with the service's own
+        status; after a 5xx a live region keeps what it showed (see base.html's htmx-config)."""
+        assert isinstance(exc, JobTriggersError)
+        log.warning("board: %s %s failed: %s", request.method, request.url.path, exc.detail)
+        status = exc.status_code
+        if request.headers.get("hx-request") == "true":
+            return render(request, "_notice.html", {"ok": False, "message": str(exc.detail)}, status)
+        return render(
+            request,
+            "problem.html",
+            {"title": "The board could not read the jobs", "problems": [str(exc.detail)]},
+            status,
+        )
+
     routes = [
         Route("/", board_page, methods=["GET"]),
         Route("/fragments/overview", overview_fragment, methods=["GET"]),
@@ -358,7 +376,9 @@ def create_app(
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(
-        routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)]
+        routes=routes,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)],
+        exception_handlers={JobTriggersError: store_error},
     )
     return _SecurityHeaders(app)
 
@@ -380,12 +400,6 @@ async def _form_token(request: Request) -> str | None:
         return None
     values = parse_qs(body.decode("latin-1"), max_num_fields=8).get("token")
     return values[0] if values else None
-
-
-async def _in_thread(fn: Callable[[str], str], arg: str) -> str:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, arg)
 
 
 # ----------------------------------------------------------------------------- serving
@@ -436,8 +450,6 @@ class BoardServer:
     def start(self) -> BoardServer:
         self._thread = threading.Thread(target=self.serve_forever, name="board-server", daemon=True)
         self._thread.start()
-        import time
-
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():

@@ -115,6 +115,18 @@
   for (const name of ["htmx:sendError", "htmx:responseError"]) {
     document.addEventListener(name, (event) => {
       if (LIVE_REGIONS.has(event.detail.elt.id)) markStale();
+      else if (event.detail.target && event.detail.target.id === "notice") actionFailed(event.detail.xhr);
     });
+  }
+
+  // An action that failed on the server's side (not a refusal: those are 4xx messages, shown as sent).
+  function actionFailed(xhr) {
+    const notice = byId("notice");
+    const reason = xhr && xhr.status ? "the board answered " + xhr.status : "the board did not answer";
+    notice.replaceChildren();
+    const p = document.createElement("p");
+    p.className = "notice refused";
+    p.textContent = "Not done: " + reason + "; the terminal running jobtriggers board says why.";
+    notice.appendChild(p);
   }
 })();
