@@ -58,6 +58,24 @@ typecheck: venv
 pytest: venv
 	$(VENV)/bin/pytest
 
+# The board's browser tests drive Debian's chromium: Playwright cannot download its own browser here.
+# Playwright itself comes with the dev extras (pyproject.toml). Needs root, or sudo.
+CHROMIUM := /usr/bin/chromium
+APT_GET := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+.PHONY: browser board-screenshot
+
+$(CHROMIUM):
+	$(APT_GET) update -qq
+	$(APT_GET) install -y -qq --no-install-recommends chromium fonts-dejavu-core
+
+browser: $(CHROMIUM)
+
+pytest: browser
+
+# The job board as an operator's browser shows it (the realistic dataset of tests/board/dataset.py).
+board-screenshot: venv browser
+	$(PY) -m tests.board.screenshot docs/board.png --full-page
+
 validate: sam-venv
 	$(SAM_ENV) $(SAM) validate --lint
 

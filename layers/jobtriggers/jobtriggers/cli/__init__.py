@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from jobtriggers.board.cli import board as board_command
 from jobtriggers.cli import local, seed, site, sites
 
 app = typer.Typer(
@@ -20,3 +21,4 @@ app.add_typer(sites.app, name="sites")
 app.add_typer(site.app, name="site")
 app.command("reconcile")(seed.reconcile)
 app.command("local")(local.local)
+app.command("board")(board_command)
