@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,19 @@ def test_every_package_the_service_imports_is_in_the_layer_or_the_runtime(layer:
     assert not third_party - available, (
         f"imported but neither in the layer nor the runtime: {third_party - available}"
     )
+
+
+def test_what_the_build_trims_from_dependencies_is_not_needed_at_run_time(layer: Path) -> None:
+    # To stay within 10 MiB the Makefile drops pytz's zone files (mongomock imports pytz, and only its
+    # aggregation asks for a zone, never the filter matcher) and the long descriptions of METADATA,
+    # whose headers still give each version.
+    assert not (layer / "pytz" / "zoneinfo").exists()
+    zone_users = [
+        str(p.relative_to(layer))
+        for p in layer.rglob("*.py")
+        if "pytz.timezone(" in p.read_text() and not p.is_relative_to(layer / "pytz")
+    ]
+    assert set(zone_users) <= {"mongomock/aggregate.py"}, zone_users
+    for metadata in layer.glob("*.dist-info/METADATA"):
+        headers = metadata.read_text()
+        assert re.search(r"^Version: \S+$", headers, re.M), metadata
