@@ -48,7 +48,7 @@ def _seed_jobs(runtime: Any, label: str, count: int) -> list[str]:
     import boto3
 
     from jobtriggers.dal.jobs import new_job_item
-    from jobtriggers.dal.tables import to_item
+    from jobtriggers.dal.dynamo import to_item
     from jobtriggers.models import iso
 
     client = boto3.client("dynamodb", endpoint_url=runtime.dynamodb_endpoint)
@@ -71,7 +71,7 @@ def _final_state(runtime: Any, job_ids: list[str]) -> tuple[int, int]:
     """(jobs not claimed, jobs with more than one claim) as the table has them."""
     import boto3
 
-    from jobtriggers.dal.tables import from_item, to_item
+    from jobtriggers.dal.dynamo import from_item, to_item
     from jobtriggers.models import job_key_from_id
 
     client = boto3.client("dynamodb", endpoint_url=runtime.dynamodb_endpoint)
@@ -283,7 +283,7 @@ def one_mode(runtime: Any, counter: RequestCounter, config: ClaimsConfig, mode: 
 
 
 def run(config: ClaimsConfig) -> dict[str, Any]:
-    from jobtriggers.dal.tables import dynamodb
+    from jobtriggers.dal.dynamo import dynamodb
     from jobtriggers.local.runtime import LocalConfig, LocalRuntime
 
     per_mode: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}

@@ -86,7 +86,7 @@ def backend_put(table: str, items: list[dict[str, Any]]) -> None:
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
-    from jobtriggers.dal.tables import to_item
+    from jobtriggers.dal.dynamo import to_item
 
     backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][os.environ.get("AWS_DEFAULT_REGION", "us-east-1")]
     target: Any = backend.get_table(table)

@@ -4,7 +4,7 @@ One store grows through the configured sizes (objects already tagged, each with 
 size, N new objects are tagged (the same write for both designs) and then:
 
 - this project: the stream records of those tags go through the local stream poller to the real
-  TriggerResolver handler (functions/trigger_resolver/app.py), as Lambda's event source mapping
+  TriggerEngine handler (functions/trigger_resolver/app.py), as Lambda's event source mapping
   would deliver them;
 - the baseline: N more new objects are tagged and one tick of the NMDC Runtime's
   `process_workflow_job_triggers` sensor runs over the same tables: for every trigger, all
@@ -53,7 +53,7 @@ class Store:
 
     def __init__(self) -> None:
         from jobtriggers.dal.registry import RegistryRepository
-        from jobtriggers.dal.tables import dynamodb
+        from jobtriggers.dal.dynamo import dynamodb
         from jobtriggers.local.store import create_tables, point_boto3_at, start_embedded_dynamo
         from jobtriggers.logic.seed import apply_registry, load_seed_dir
 
@@ -85,7 +85,7 @@ class Store:
         self.dynamo.stop()
 
     def batch_write(self, table: str, items: list[dict[str, Any]]) -> None:
-        from jobtriggers.dal.tables import to_item
+        from jobtriggers.dal.dynamo import to_item
 
         for start in range(0, len(items), 25):
             request: dict[str, Any] = {
@@ -128,7 +128,7 @@ class Store:
             repo.apply(object_id, [TAG_TYPE], [], by="bench")
 
     def jobs_present(self, object_ids: list[str]) -> int:
-        from jobtriggers.dal.tables import to_item
+        from jobtriggers.dal.dynamo import to_item
         from jobtriggers.models import job_key
 
         found = 0
@@ -143,7 +143,7 @@ class Store:
 
 
 class StreamDriver:
-    """The local event source mapping in front of the real TriggerResolver handler, from LATEST."""
+    """The local event source mapping in front of the real TriggerEngine handler, from LATEST."""
 
     def __init__(self, store: Store) -> None:
         from jobtriggers.local.invoke import FakeLambdaContext, load_handler
@@ -237,7 +237,7 @@ def measure_size(store: Store, size: int, new_tags: int) -> dict[str, Any]:
     store.preload(size)
     counter = store.counter
 
-    # This project: tag, then the stream delivers the records to TriggerResolver.
+    # This project: tag, then the stream delivers the records to TriggerEngine.
     ours_objects = store.new_objects(f"ours-{size}", new_tags)
     driver = StreamDriver(store)
     before = counter.snapshot()

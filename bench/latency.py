@@ -115,7 +115,7 @@ def _jobs_of(runtime: Any, object_ids: set[str]) -> list[dict[str, Any]]:
     """The jobs for these objects, read from the runtime's table (the API does not serve `tagged_at`)."""
     import boto3
 
-    from jobtriggers.dal.tables import from_item
+    from jobtriggers.dal.dynamo import from_item
 
     client = boto3.client("dynamodb", endpoint_url=runtime.dynamodb_endpoint)
     out: list[dict[str, Any]] = []

@@ -205,7 +205,7 @@ def _cost_section(cost: dict[str, Any]) -> list[str]:
     out += [
         f"Stores of {', '.join(f'{s:,}' for s in cfg['sizes'])} objects already tagged (each with its job); "
         f"then {cfg['new_tags']} new objects tagged. This project: the stream records go through the local "
-        "stream poller to the TriggerResolver handler. Baseline: the NMDC Runtime's "
+        "stream poller to the TriggerEngine handler. Baseline: the NMDC Runtime's "
         "`process_workflow_job_triggers` sensor, one tick over the same tables after "
         f"{cfg['new_tags']} other new tags (for every trigger: all objects with its type via the type "
         "index, all jobs of its workflow via `by_workflow`, a put for each missing job). "

@@ -175,7 +175,7 @@ def use_tables(env: dict[str, str]) -> None:
     """Point the environment (and the cached settings and clients) at these tables."""
     import os
 
-    from jobtriggers.dal.tables import reset_clients
+    from jobtriggers.dal.dynamo import reset_clients
     from jobtriggers.settings import reset_settings_cache
 
     os.environ.update(env)

@@ -4,9 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jobtriggers.dal.claims import JobClaims
-from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.logic.claims import ClaimService
+from jobtriggers import wiring
 from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import job_settings, require_settings, table_names
 
@@ -17,6 +15,6 @@ require_settings(table_names, job_settings)  # a missing variable fails the cold
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A service per run: it caches workflow limits, which the registry may change between runs.
-    report = ClaimService(JobClaims(), RegistryRepository()).expire_ended_leases()
+    report = wiring.claim_service().expire_ended_leases()
     logger.info("lease reaper run", extra=report.as_dict())
     return report.as_dict()

@@ -6,11 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from jobtriggers import wiring
 from jobtriggers.dal.assignments import AssignmentRepository
-from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.logic.deploy import handle_seed_event
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.observability import logger
 
 SEED_DIR = Path(os.environ.get("SEED_DIR", "/opt"))
@@ -19,9 +19,8 @@ SEED_DIR = Path(os.environ.get("SEED_DIR", "/opt"))
 # handle_seed_event reports it as the FAILED reason, naming the variables.
 
 
-def services() -> tuple[RegistryRepository, TriggerResolver, AssignmentRepository]:
-    registry = RegistryRepository()
-    return registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()
+def services() -> tuple[RegistryRepository, TriggerEngine, AssignmentRepository]:
+    return wiring.registry(), wiring.backfill_engine(), wiring.assignments()
 
 
 @logger.inject_lambda_context

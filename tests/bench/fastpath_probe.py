@@ -17,7 +17,7 @@ def main() -> None:
     moto_fastpath.install()
     import boto3
 
-    from jobtriggers.dal.tables import dynamodb, to_item
+    from jobtriggers.dal.dynamo import dynamodb, to_item
     from jobtriggers.local.store import create_tables, point_boto3_at, start_embedded_dynamo, stream_arn
 
     server = start_embedded_dynamo()

@@ -3,7 +3,7 @@
     def test_something(local_runtime, api, new_site):
         site = new_site()                       # a fresh site, its credentials and a token
         r = api.post("/objects", json=..., headers=site.headers)
-        local_runtime.wait_for_stream()         # every tag so far went through TriggerResolver
+        local_runtime.wait_for_stream()         # every tag so far went through TriggerEngine
         assert local_runtime.dlq == []          # what GET /local/dlq shows
 
 `local_runtime` is a `jobtriggers.local.runtime.LocalRuntime`: `.base_url`, `.dynamodb_endpoint`,

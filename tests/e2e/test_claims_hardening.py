@@ -17,7 +17,7 @@ import pytest
 
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import to_item
+from jobtriggers.dal.dynamo import to_item
 from jobtriggers.local.runtime import LocalRuntime
 from jobtriggers.models import Capability, Workflow, iso
 

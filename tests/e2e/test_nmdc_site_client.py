@@ -22,7 +22,7 @@ from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.local.runtime import LocalRuntime
 from jobtriggers.logic.seed import load_seed_dir
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.logic.triggering import TriggerEngine
 from tests.conftest import SEED_DIR
 from tests.stream_records import stream_records
 
@@ -130,7 +130,7 @@ def test_a_site_made_by_the_cli_tags_an_object_and_gets_exactly_one_job_per_trig
         if r["dynamodb"]["Keys"]["object_id"]["S"] == object_id
     ]
     assert [r["eventName"] for r in records] == ["INSERT"]
-    replay = TriggerResolver(RegistryRepository(), JobRepository()).handle_stream_record(records[0])
+    replay = TriggerEngine(RegistryRepository(), JobRepository()).handle_stream_record(records[0])
 
     # Then no job was added
     assert replay.created == [] and len(replay.already_present) == len(expected)

@@ -9,7 +9,8 @@ import pytest
 
 from jobtriggers.dal.jobs import JobRepository, new_job_item
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, tables, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
+from jobtriggers.settings import table_names
 from jobtriggers.models import Workflow, iso, utcnow
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables
 
@@ -47,7 +48,7 @@ def make_site(capabilities: list[str] | None = None) -> str:
         "capability_ids": capabilities or [],
         "credential_version": 1,
     }
-    dynamodb().put_item(TableName=tables().sites_table, Item=to_item(item))
+    dynamodb().put_item(TableName=table_names().sites_table, Item=to_item(item))
     return site_id
 
 

@@ -20,7 +20,8 @@ from jobtriggers.dal.jobs import JobRepository, new_job_item
 from jobtriggers.dal.operations import OperationRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.dal.tables import dynamodb, tables, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
+from jobtriggers.settings import table_names
 from jobtriggers.errors import ConflictError, RetryableStoreError
 from jobtriggers.logic.claims import ClaimService, OperationPatch, SiteRef
 from jobtriggers.logic.sites import create_site
@@ -73,13 +74,13 @@ def service(registry: RegistryRepository, clock: Clock) -> ClaimService:
 
 def put_jobs(items: list[dict[str, Any]]) -> None:
     """Many jobs at once (BatchWriteItem, 25 a request), and the operation of each claimed one."""
-    _batch_put(tables().jobs_table, items)
+    _batch_put(table_names().jobs_table, items)
     ops = [
         {"id": i["operation_id"], "site_id": i["site_id"], "done": False, "metadata": {}}
         for i in items
         if i["status"] == "claimed"
     ]
-    _batch_put(tables().operations_table, ops)
+    _batch_put(table_names().operations_table, ops)
 
 
 def _batch_put(table: str, items: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from jobtriggers.dal.jobs import JobRepository, new_job_item
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.dal.tables import dynamodb
+from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.logic.sites import create_site
 from jobtriggers.models import Workflow, iso, utcnow
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables

@@ -23,7 +23,7 @@ import pytest
 from jobtriggers.dal.claims import JobClaims
 from jobtriggers.dal.jobs import JobRepository, new_job_item
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb
+from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.errors import RetryableStoreError
 from jobtriggers.logic.claims import ClaimService, SiteRef
 from jobtriggers.models import Operation, Workflow, iso

@@ -1,7 +1,7 @@
 """The trigger engine under injected DynamoDB faults: nothing lost, nothing twice.
 
 Objects are tagged through the object-type table (as the API does), the local stream poller feeds
-the real TriggerResolver handler as Lambda's event source mapping would, and tests/faults.py fails
+the real TriggerEngine handler as Lambda's event source mapping would, and tests/faults.py fails
 a fraction of DynamoDB calls with throttles, 500s, timeouts and lost responses (applied writes whose
 answer never arrives). Counts are printed (`pytest -s`) and asserted.
 
@@ -11,7 +11,7 @@ The calls run on one thread, so a seed draws the same faults for the same calls 
 Seen while writing these tests (tagging then by conditional PutItem, FAULT_SEED=5): a lost response
 on a conditional write ends in a 400 (ConditionalCheckFailed) on botocore's retry, which botocore
 does not refund to its retry quota, so under sustained faults the quota drained; faults then reached
-TriggerResolver, about a third of the records failed, and since each retry of a partly failed batch
+TriggerEngine, about a third of the records failed, and since each retry of a partly failed batch
 re-ran every record after the failed one, the 500-record drain took over 300 s instead of 30 s.
 Nothing was lost or doubled; it was slow (IteratorAge rises - see docs/operations.md). A batch now
 stops at its first failed record (logic/stream_batch.py), so a retry starts there and repeats nothing.
@@ -32,14 +32,14 @@ import pytest
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, reset_clients, to_item
+from jobtriggers.dal.dynamo import dynamodb, reset_clients, to_item
 from jobtriggers.errors import ConflictError, NotFoundError, RetryableStoreError
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
 from jobtriggers.local.store import stream_arn
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import find_template, functions, load_template, stream_sources
 from jobtriggers.logic.reconcile import reconcile_triggers, select_triggers
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.models import job_id_for
 from tests.faults import FaultInjector, fast_backoff
 from tests.stream_records import stream_records
@@ -62,11 +62,11 @@ def _compressed_backoff() -> Iterator[None]:
 
 @pytest.fixture
 def record_failures(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Why TriggerResolver failed records (each becomes a batchItemFailure the stream retries)."""
+    """Why TriggerEngine failed records (each becomes a batchItemFailure the stream retries)."""
     causes: Counter[str] = Counter()
-    original = TriggerResolver.handle_stream_record
+    original = TriggerEngine.handle_stream_record
 
-    def counted(self: TriggerResolver, record: Any) -> Any:
+    def counted(self: TriggerEngine, record: Any) -> Any:
         try:
             return original(self, record)
         except Exception as exc:
@@ -76,7 +76,7 @@ def record_failures(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             ] += 1
             raise
 
-    monkeypatch.setattr(TriggerResolver, "handle_stream_record", counted)
+    monkeypatch.setattr(TriggerEngine, "handle_stream_record", counted)
     return causes
 
 
@@ -92,7 +92,7 @@ class _FaultsSparing(FaultInjector):
 
 
 def _poller(tables: dict[str, str], poll_interval: float = 0.02) -> StreamPoller:
-    """The template's event source mapping on this test's tables, calling a fresh TriggerResolver."""
+    """The template's event source mapping on this test's tables, calling a fresh TriggerEngine."""
     template = load_template()
     (source,) = stream_sources(template)
     path, attr = handler_path(find_template().parent, functions(template)[source.function])
@@ -192,7 +192,7 @@ def test_tagging_under_faults_makes_every_expected_job_exactly_once(
     poller = _poller(seeded_tables)
     retries: Counter[str] = Counter()
     started = time.monotonic()
-    # When they are tagged under 20 % faults while the poller feeds TriggerResolver, until the
+    # When they are tagged under 20 % faults while the poller feeds TriggerEngine, until the
     # stream is drained, its own stream reads failing too (one thread: the same seed draws the
     # same faults for the same calls)
     streams = cast(Any, poller.streams)
@@ -323,7 +323,7 @@ def test_records_that_exhaust_their_retries_are_recovered_by_reconcile(seeded_ta
     # which 20 % faults drain within a few hundred calls)
     reset_clients()
     registry = RegistryRepository()
-    resolver = TriggerResolver(registry, JobRepository())
+    resolver = TriggerEngine(registry, JobRepository())
     with FaultInjector(rate=FAULT_RATE, seed=12).attached(dynamodb()) as faults:
         for _ in range(5):
             try:

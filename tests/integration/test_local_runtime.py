@@ -1,4 +1,4 @@
-"""The whole local runtime in this process: seed loaded, gateway + real handlers, poller + TriggerResolver."""
+"""The whole local runtime in this process: seed loaded, gateway + real handlers, poller + TriggerEngine."""
 
 from __future__ import annotations
 

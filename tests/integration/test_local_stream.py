@@ -1,4 +1,4 @@
-"""The stream poller with the real TriggerResolver handler, reading moto's stream over HTTP."""
+"""The stream poller with the real TriggerEngine handler, reading moto's stream over HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import boto3
 
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
-from jobtriggers.dal.tables import dynamodb, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
 from jobtriggers.local.runtime import trim_stream_iterators
 from jobtriggers.local.store import stream_arn
@@ -22,7 +22,7 @@ TYPE = "metagenome_sequencing_activity_set"  # seed/: -> metag-1.0.0
 
 
 def _poller(tables: dict[str, str], poll_interval: float = 0.25) -> StreamPoller:
-    """The template's mapping on this test's tables, calling a freshly loaded TriggerResolver."""
+    """The template's mapping on this test's tables, calling a freshly loaded TriggerEngine."""
     template = load_template()
     (source,) = stream_sources(template)
     path, attr = handler_path(find_template().parent, functions(template)[source.function])

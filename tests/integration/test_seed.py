@@ -14,11 +14,11 @@ from jobtriggers.cli import app
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.errors import SeedError
 from jobtriggers.logic.deploy import handle_seed_event
 from jobtriggers.logic.seed import load_seed_dir, registry_from_document, sync_registry
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.models import job_id_for
 from tests.conftest import REFERENCE_REGISTRY, SEED_DIR
 
@@ -105,13 +105,13 @@ def test_invalid_json_and_missing_file_are_reported(seed_copy: Path) -> None:
 
 
 def _sync(path: Path) -> Any:
-    # No TriggerResolver runs in these tests, so none can hold a trigger set older than a new
+    # No TriggerEngine runs in these tests, so none can hold a trigger set older than a new
     # trigger: the backfill need not wait (tests/integration/test_trigger_consistency.py: it does).
     registry = RegistryRepository()
     return sync_registry(
         load_seed_dir(path),
         registry,
-        TriggerResolver(registry, JobRepository()),
+        TriggerEngine(registry, JobRepository()),
         AssignmentRepository(),
         backfill_delay_seconds=0,
     )
@@ -155,7 +155,7 @@ def test_load_is_an_upsert_with_deletes_and_backfills_new_triggers(
 def test_seeder_custom_resource_succeeds_and_fails_readably(tables: dict[str, str], seed_copy: Path) -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
     registry = RegistryRepository()
-    resolver = TriggerResolver(registry, JobRepository())
+    resolver = TriggerEngine(registry, JobRepository())
     event = {
         "RequestType": "Create",
         "ResponseURL": "https://example.invalid/r",

@@ -21,14 +21,14 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.deploy import handle_seed_event
 from jobtriggers.logic.seed import load_seed_dir, sync_registry
 from jobtriggers.logic.triggering import (
     BACKFILL_DELAY_SECONDS,
     TRIGGER_CACHE_SECONDS,
-    TriggerResolver,
+    TriggerEngine,
     TriggerSet,
 )
 from jobtriggers.models import Trigger, job_id_for
@@ -112,7 +112,7 @@ def test_the_resolver_sees_a_trigger_its_index_does_not_have_yet(seeded_tables: 
     registry_table = seeded_tables["REGISTRY_TABLE"]
     with index_behind(registry_table, "by_object_type") as index_answers:
         RegistryRepository().put("trigger", NEW_TRIGGER)
-        # When an object is tagged with its type and TriggerResolver handles the record
+        # When an object is tagged with its type and TriggerEngine handles the record
         record = _tag_record(seeded_tables, "tagged-right-after", NEW_TYPE)
         response = load_function("trigger_resolver")({"Records": [record]}, LambdaContextStub())
     # Then the job exists: the trigger set was read from the table itself, strongly consistent
@@ -138,10 +138,10 @@ class FakeClock:
 
 
 def test_a_tag_the_warm_resolver_misses_is_backfilled(seeded_tables: dict[str, str], tmp_path: Path) -> None:
-    # Given a warm TriggerResolver that read the trigger set (resolving an unrelated tag) ...
+    # Given a warm TriggerEngine that read the trigger set (resolving an unrelated tag) ...
     clock = FakeClock()
     trigger_set = TriggerSet(RegistryRepository().all_triggers, clock=clock)
-    stream = TriggerResolver(trigger_set, JobRepository())
+    stream = TriggerEngine(trigger_set, JobRepository())
     stream.handle_stream_record(_tag_record(seeded_tables, "earlier", "metagenome_sequencing_activity_set"))
     assert trigger_set.reads == 1
     # ... and a seed with a new trigger, which a deploy loads
@@ -169,7 +169,7 @@ def test_a_tag_the_warm_resolver_misses_is_backfilled(seeded_tables: dict[str, s
     report = sync_registry(
         load_seed_dir(seed),
         registry,
-        TriggerResolver(registry, JobRepository()),
+        TriggerEngine(registry, JobRepository()),
         AssignmentRepository(),
         sleep=meanwhile,
     )
@@ -239,7 +239,7 @@ def test_a_deploy_starts_the_backfill_only_after_the_delay(
                 "RequestId": "r",
             },
             seed,
-            lambda: (registry, TriggerResolver(registry, JobRepository()), AssignmentRepository()),
+            lambda: (registry, TriggerEngine(registry, JobRepository()), AssignmentRepository()),
             lambda url, b: None,
         )
     finally:

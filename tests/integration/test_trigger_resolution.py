@@ -1,4 +1,4 @@
-"""TriggerResolver against the moto server over HTTP: conditional puts, backfill, exactly-once."""
+"""TriggerEngine against the moto server over HTTP: conditional puts, backfill, exactly-once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, to_item
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.dal.dynamo import dynamodb, to_item
+from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.models import ObjectTypeAssignment, Trigger, job_id_for
 from tests.stream_records import stream_records
 
@@ -19,8 +19,8 @@ def _register_object(tables: dict[str, str], object_id: str) -> None:
     )
 
 
-def _resolver() -> TriggerResolver:
-    return TriggerResolver(RegistryRepository(), JobRepository())
+def _resolver() -> TriggerEngine:
+    return TriggerEngine(RegistryRepository(), JobRepository())
 
 
 def test_metagenome_sequencing_tag_makes_one_metag_job(seeded_tables: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""TriggerResolver's handler on real stream batches (moto over HTTP): a batch stops at its first
+"""TriggerEngine's handler on real stream batches (moto over HTTP): a batch stops at its first
 failed record, and a failed first record is a function error.
 
 A record that cannot succeed is made the way it would happen: an object-type item written without
@@ -14,7 +14,7 @@ import pytest
 
 from jobtriggers.dal.assignments import AssignmentRepository
 from jobtriggers.dal.jobs import JobRepository
-from jobtriggers.dal.tables import dynamodb, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.errors import NotFoundError
 from jobtriggers.models import job_id_for
 from tests.api_events import LambdaContextStub, load_function
@@ -86,7 +86,7 @@ def test_a_batch_stops_at_its_first_failed_record_and_hands_back_the_rest(
         _tag(seeded_tables, name)
     event, sequence = _event(seeded_tables)
     assert len(sequence) == 5
-    # When TriggerResolver handles it
+    # When TriggerEngine handles it
     response = load_function("trigger_resolver")(event, LambdaContextStub())
     # Then it reports the failed record and the two after it, which it did not touch: a retry
     # starts at the failed record and repeats nothing
@@ -103,7 +103,7 @@ def test_a_failed_first_record_is_a_function_error_and_nothing_after_it_is_done(
     for name in ("next-1", "next-2"):
         _tag(seeded_tables, name)
     event, _ = _event(seeded_tables)
-    # When TriggerResolver handles it
+    # When TriggerEngine handles it
     handler = load_function("trigger_resolver")
     # Then it raises (Lambda counts a function error, and bisects the batch before retrying it),
     # the records behind it were not handled, and the failure was still counted

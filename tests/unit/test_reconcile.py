@@ -8,7 +8,7 @@ import pytest
 
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.reconcile import reconcile_everything, reconcile_triggers, select_triggers
-from jobtriggers.logic.triggering import TriggerResolver
+from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.models import Trigger, job_key
 from tests.unit.test_triggering import FakeJobs, FakeObjects, FakeRegistry, _trigger
 
@@ -34,7 +34,7 @@ def test_reconcile_creates_only_what_is_missing_and_a_second_run_nothing() -> No
     # Given objects tagged t1 and t2, and one of their jobs already made by the stream
     source = FakeTriggerSource(TRIGGERS)
     jobs = FakeJobs()
-    resolver = TriggerResolver(source, jobs)
+    resolver = TriggerEngine(source, jobs)
     objects = FakeObjects({"t1": ["o1", "o2", "o3"], "t2": ["o4"]})
     jobs.create_if_absent({"job_key": job_key("wf-a", "o1")})
     # When reconcile runs over every trigger, twice
@@ -54,7 +54,7 @@ def test_reconcile_reports_progress_per_trigger() -> None:
         return lambda n, created: seen.append((t.id, n, created))
 
     rows = reconcile_triggers(
-        source.triggers, TriggerResolver(source, FakeJobs()), FakeObjects({"t1": ["a", "b"]}), per_trigger
+        source.triggers, TriggerEngine(source, FakeJobs()), FakeObjects({"t1": ["a", "b"]}), per_trigger
     )
     assert [(r.trigger_id, r.created, r.already_present) for r in rows] == [("t1--wf-a", 2, 0)]
     assert seen == [("t1--wf-a", 2, 2)]

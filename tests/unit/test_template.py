@@ -83,7 +83,7 @@ def test_every_table_is_encrypted_with_point_in_time_recovery(table: str) -> Non
 
 
 def test_the_stream_event_has_the_retry_and_dead_letter_rules() -> None:
-    # Given TriggerResolver's DynamoDB event
+    # Given TriggerEngine's DynamoDB event
     events = FUNCTIONS["TriggerResolverFunction"]["Properties"]["Events"]
     (stream,) = [e["Properties"] for e in events.values() if e["Type"] == "DynamoDB"]
     # Then it reports partial failures, bisects, bounds retries and age, and dead-letters to SQS

@@ -1,6 +1,6 @@
 """The alarms say what really sets them off, and a failing stream record pages before the DLQ does.
 
-Before, a batch whose every record failed was reported, not raised: TriggerResolver's Errors stayed
+Before, a batch whose every record failed was reported, not raised: TriggerEngine's Errors stayed
 0 while the errors alarm claimed to cover "a whole batch that failed", and nothing alarmed on
 RecordsFailed, so the first page came from the dead-letter queue, after all retries.
 """

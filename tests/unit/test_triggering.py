@@ -1,4 +1,4 @@
-"""TriggerResolver rules with in-memory fakes (no network): what creates a job and what does not."""
+"""TriggerEngine rules with in-memory fakes (no network): what creates a job and what does not."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobtriggers.logic.triggering import Resolution, TriggerResolver, assignment_from_stream_record
+from jobtriggers.logic.triggering import Resolution, TriggerEngine, assignment_from_stream_record
 from jobtriggers.models import Trigger, job_id_for, job_key, job_key_from_id
 
 
@@ -65,14 +65,14 @@ def _record(event: str, object_id: str = "o1", type_id: str = "t1") -> dict[str,
 
 
 @pytest.fixture
-def resolver() -> tuple[TriggerResolver, FakeJobs]:
+def resolver() -> tuple[TriggerEngine, FakeJobs]:
     jobs = FakeJobs()
-    return TriggerResolver(
+    return TriggerEngine(
         FakeRegistry([_trigger("t1", "w1"), _trigger("t1", "w2"), _trigger("t2", "w1")]), jobs
     ), jobs
 
 
-def test_insert_makes_one_job_per_triggered_workflow(resolver: tuple[TriggerResolver, FakeJobs]) -> None:
+def test_insert_makes_one_job_per_triggered_workflow(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
     # Given a type that triggers two workflows
     r, jobs = resolver
     # When its INSERT record is handled
@@ -85,13 +85,13 @@ def test_insert_makes_one_job_per_triggered_workflow(resolver: tuple[TriggerReso
 
 
 @pytest.mark.parametrize("event", ["MODIFY", "REMOVE"])
-def test_modify_and_remove_create_nothing(resolver: tuple[TriggerResolver, FakeJobs], event: str) -> None:
+def test_modify_and_remove_create_nothing(resolver: tuple[TriggerEngine, FakeJobs], event: str) -> None:
     r, jobs = resolver
     assert r.handle_stream_record(_record(event)) == Resolution()
     assert jobs.items == {}
 
 
-def test_redelivery_and_second_type_make_nothing_new(resolver: tuple[TriggerResolver, FakeJobs]) -> None:
+def test_redelivery_and_second_type_make_nothing_new(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
     r, jobs = resolver
     r.handle_stream_record(_record("INSERT"))
     # When the same record comes again, and a second type triggering w1 arrives
@@ -103,7 +103,7 @@ def test_redelivery_and_second_type_make_nothing_new(resolver: tuple[TriggerReso
     assert len(jobs.items) == 2
 
 
-def test_untriggered_type_makes_no_job(resolver: tuple[TriggerResolver, FakeJobs]) -> None:
+def test_untriggered_type_makes_no_job(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
     r, jobs = resolver
     assert r.handle_stream_record(_record("INSERT", type_id="nothing-triggers-this")).created == []
     assert jobs.items == {}
@@ -114,7 +114,7 @@ def test_insert_without_new_image_is_an_error_not_silence() -> None:
         assignment_from_stream_record({"eventName": "INSERT", "dynamodb": {}})
 
 
-def test_backfill_pages_through_every_tagged_object(resolver: tuple[TriggerResolver, FakeJobs]) -> None:
+def test_backfill_pages_through_every_tagged_object(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
     r, _jobs = resolver
     objects = FakeObjects({"t1": [f"o{i}" for i in range(11)]})
     seen: list[int] = []

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # so `#` and `/` are allowed; control characters and whitespace at the ends are not.
 ID_MAX_LENGTH = 256
 ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,254}[^\s\x00-\x1f\x7f])?$"
-_ID_RE = re.compile(ID_PATTERN)
 # Objects are created over the API: their ids are DRS ids (as in the NMDC Runtime), a stricter set.
 DRS_ID_PATTERN = r"^[A-Za-z0-9._~:\-]{1,200}$"
 
@@ -60,10 +59,6 @@ def utcnow() -> datetime:
 def iso(dt: datetime) -> str:
     """One timestamp format everywhere: sortable as a string, millisecond precision, UTC `Z`."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def is_valid_id(value: str) -> bool:
-    return len(value) <= ID_MAX_LENGTH and bool(_ID_RE.match(value))
 
 
 class _Deferred(BaseModel):
@@ -229,6 +224,26 @@ class JobStatus(StrEnum):
     claimed = "claimed"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"
+
+
+# A job in one of these is finished: nobody claims it; an operator may rerun it.
+FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled})
+
+
+class JobEvent(StrEnum):
+    """What a job's transition was: the events the jobs stream turns into EventBridge events."""
+
+    created = "job.created"
+    claimed = "job.claimed"
+    lease_expired = "job.lease_expired"
+    released = "job.released"
+    attempt_failed = "job.attempt_failed"
+    done = "job.done"
+    failed = "job.failed"
+    cancel_requested = "job.cancel_requested"
+    cancelled = "job.cancelled"
+    rerun = "job.rerun"
 
 
 def job_key(workflow_id: str, object_id: str) -> str:
@@ -243,7 +258,7 @@ def job_id_for(workflow_id: str, object_id: str) -> str:
 
 def job_key_from_id(job_id: str) -> str | None:
     """The key a job id stands for, or None when the id cannot be one of ours."""
-    if not job_id or len(job_id) > 700 or not re.fullmatch(r"[A-Za-z0-9_\-]+", job_id):
+    if not job_id or len(job_id) > JOB_ID_MAX_LENGTH or not re.fullmatch(JOB_ID_PATTERN, job_id):
         return None
     try:
         key = base64.urlsafe_b64decode(job_id + "=" * (-len(job_id) % 4)).decode()
@@ -263,9 +278,16 @@ class JobConfig(_Deferred):
     object_id: str
 
 
-class ClaimRef(_Deferred):
+class Claim(_Deferred):
+    """One claim of a job, as the NMDC Runtime's clients read it. A claim that ended without
+    finishing the job (released, its attempt failed, its lease expired, the job cancelled) is
+    `done` and `cancelled`, so "every claim cancelled" means "nobody holds it"; a claim that finished
+    the job is `done` only."""
+
     op_id: str
     site_id: str
+    done: bool = False
+    cancelled: bool = False
 
 
 class Job(_Deferred):
@@ -277,7 +299,7 @@ class Job(_Deferred):
     created_at: str
     status: JobStatus = JobStatus.pending
     trigger_id: str | None = None
-    claims: list[ClaimRef] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list, description="the claims of the current run")
     attempts: int = Field(
         default=0,
         description="attempts used: each claim takes one, a release gives it back; an error result or "
@@ -287,27 +309,77 @@ class Job(_Deferred):
     site_id: str | None = Field(default=None, description="the site holding (or last holding) the job")
     operation_id: str | None = Field(default=None, description="the live or last operation")
     lease_expires_at: str | None = None
+    cancel_requested: bool = Field(
+        default=False, description="cancelled while claimed: the holder is told on its next heartbeat"
+    )
     result: Any = None
     last_error: Any = Field(
         default=None,
         description="the error that ended the last failed attempt: the operation's error result, or "
         "{code: lease_expired, message} when its holder stopped renewing the lease",
     )
+    tagged_at: str | None = Field(default=None, description="when its object got the triggering type")
+    run: int = Field(default=1, description="1, and one more for each rerun")
+    previous_claims: list[Claim] = Field(default_factory=list, description="the claims of earlier runs")
     updated_at: str | None = None
+    finished_at: str | None = None
+    version: int = Field(default=0, description="one more with every change of state (not heartbeats)")
     workflow_missing: bool = Field(
         default=False,
         description="the job's workflow is no longer in the registry: nobody can claim the job "
         "until the workflow is back (GET /jobs?workflow_missing=true lists such jobs)",
     )
 
+    @classmethod
+    def new(
+        cls,
+        workflow_id: str,
+        object_id: str,
+        created_at: str,
+        trigger_id: str | None = None,
+        tagged_at: str | None = None,
+    ) -> Job:
+        """A new job of `workflow_id` on `object_id`: pending, keyed (workflow, object)."""
+        return cls.model_validate(
+            {
+                "id": job_id_for(workflow_id, object_id),
+                "workflow": {"id": workflow_id},
+                "config": {"object_id": object_id},
+                "created_at": created_at,
+                "updated_at": created_at,
+                "trigger_id": trigger_id,
+                "tagged_at": tagged_at,
+            }
+        )
+
+    @property
+    def workflow_id(self) -> str:
+        return self.workflow.id
+
+    @property
+    def object_id(self) -> str:
+        return self.config.object_id
+
+    @property
+    def key(self) -> str:
+        return job_key(self.workflow.id, self.config.object_id)
+
+    def claim_index(self, op_id: str) -> int | None:
+        """Where the claim of operation `op_id` is in `claims` (None: not in this run)."""
+        return next((i for i, c in enumerate(self.claims) if c.op_id == op_id), None)
+
+
+class Transition(_Deferred):
+    """One change of a job's state, stored with it (`version` goes up by one): what happened, when,
+    and who did it. The jobs table's stream turns it into events (see JobEvent)."""
+
+    events: list[JobEvent]
+    at: str
+    by: str = Field(description="a site id, `operator:<name>`, or `service`")
+    details: dict[str, Any] = Field(default_factory=dict)
+
 
 # --------------------------------------------------------------------------- operations
-
-
-class OperationError(_Deferred):
-    code: str
-    message: str
-    details: Any = None
 
 
 class Operation(_Deferred):
@@ -320,9 +392,31 @@ class Operation(_Deferred):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ListResponse(_Deferred):
-    resources: list[Any]
-    next_page_token: str | None = None
+class OperationRecord(_Deferred):
+    """An operation as the service keeps it: what sites see (`served`), and what the rules need."""
+
+    id: str
+    job_id: str
+    site_id: str
+    attempt: int
+    claim_index: int = Field(description="where its claim is in the job's claims")
+    lease_seconds: int
+    max_attempts: int
+    created_at: str
+    updated_at: str
+    done: bool = False
+    expire_time: str
+    result: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def served(self) -> Operation:
+        return Operation(
+            id=self.id,
+            done=self.done,
+            expire_time=self.expire_time,
+            result=self.result,
+            metadata=self.metadata,
+        )
 
 
 # --------------------------------------------------------------------------- sites

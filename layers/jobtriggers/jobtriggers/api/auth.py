@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
+from jobtriggers import wiring
 from jobtriggers.errors import UnauthorizedError
 
 if TYPE_CHECKING:
@@ -35,18 +36,6 @@ def require_site_id() -> str:
     return site_id
 
 
-def token_service() -> TokenService:
-    """A TokenService on the configured sites table and signing key (cheap to build: the settings
-    and the Secrets Manager value are cached where they are read)."""
-    from jobtriggers.dal.secrets import signing_key
-    from jobtriggers.dal.sites import SiteRepository
-    from jobtriggers.logic.tokens import TokenService
-    from jobtriggers.settings import token_settings
-
-    settings = token_settings()
-    return TokenService(SiteRepository(), lambda: signing_key(settings), settings)
-
-
 def authorize(event: Mapping[str, Any], service: TokenService | None = None) -> dict[str, Any]:
     """The Lambda authorizer (TOKEN type): an Allow policy for the whole API with the context
     `{"site_id"}` for a valid token; for anything else `Exception("Unauthorized")`, which API
@@ -59,7 +48,7 @@ def authorize(event: Mapping[str, Any], service: TokenService | None = None) -> 
     from jobtriggers.logic.tokens import bearer_token
     from jobtriggers.observability import logger
 
-    service = service or token_service()
+    service = service or wiring.token_service()
     try:
         site_id = service.verify(bearer_token(event.get("authorizationToken")))
     except UnauthorizedError as exc:

@@ -18,29 +18,20 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from pydantic import BaseModel, ConfigDict, Field
 
+from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
-from jobtriggers.dal.claims import JobClaims
-from jobtriggers.dal.idempotency import claim_records
-from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.dal.tables import raise_store_error
+from jobtriggers.api.schemas import ClaimNextRequest
+from jobtriggers.dal.dynamo import raise_store_error
 from jobtriggers.errors import (
     ConflictError,
     JobTriggersError,
     UnauthorizedError,
     ValidationFailed,
 )
-from jobtriggers.logic.claims import ClaimService, SiteRef
-from jobtriggers.models import ID_MAX_LENGTH, Operation
+from jobtriggers.logic.claims import SiteRef
+from jobtriggers.models import Operation
 
 router = Router()
 
@@ -50,25 +41,13 @@ IDEMPOTENCY_SECONDS = 3600
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces
 
 
-class ClaimNextRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    workflow_id: str | None = Field(
-        default=None, min_length=1, max_length=ID_MAX_LENGTH, description="only jobs of this workflow"
-    )
-
-
 def calling_site() -> SiteRef:
     """The calling site with its capabilities (read strongly consistent from the sites table)."""
     site_id = require_site_id()
-    site = SiteRepository().get_site(site_id)
+    site = wiring.sites().get_site(site_id)
     if site is None:  # deleted after the authorizer let the token through
         raise UnauthorizedError(f"site '{site_id}' no longer exists")
     return SiteRef.of(site.id, site.capability_ids)
-
-
-def claim_service() -> ClaimService:
-    return ClaimService(JobClaims(), RegistryRepository())
 
 
 @router.post("/jobs/<job_id>:claim", tags=["jobs"], security=SITE_TOKEN)
@@ -77,7 +56,7 @@ def claim_job(job_id: JobIdPath) -> Operation:
     lease). 409 when another site holds a live lease or the job is done/failed; 403 when the site
     lacks a capability the workflow needs."""
     site = calling_site()
-    return claim_service().claim(job_id, site).operation
+    return wiring.claim_service().claim(job_id, site).operation.served()
 
 
 @router.post("/jobs/<job_id>:release", tags=["jobs"], security=SITE_TOKEN)
@@ -85,7 +64,7 @@ def release_job(job_id: JobIdPath) -> Operation:
     """Give a claimed job back (holder only): the job is pending again, the operation done and
     `metadata.cancelled`."""
     site = calling_site()
-    return claim_service().release(job_id, site)
+    return wiring.claim_service().release(job_id, site).served()
 
 
 @router.post(
@@ -115,7 +94,8 @@ def claim_next_job(
     site = calling_site()
     workflow_id = body.workflow_id if body else None
     if idempotency_key is None:
-        operation = claim_service().claim_next(site, workflow_id)
+        claimed = wiring.claim_service().claim_next(site, workflow_id)
+        operation = claimed.served() if claimed is not None else None
     else:
         operation = claim_next_once(site, workflow_id, idempotency_key)
     if operation is None:
@@ -126,6 +106,16 @@ def claim_next_job(
 
 def claim_next_once(site: SiteRef, workflow_id: str | None, key: str) -> Operation | None:
     """claim-next at most once per (site, Idempotency-Key); a repeat gets the first answer."""
+    # Imported here: only claims with a key pay for the idempotency utility (and the boto3 it loads).
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
+    from jobtriggers.dal.idempotency import claim_records
+
     config = IdempotencyConfig(
         event_key_jmespath="[site_id, key]",
         payload_validation_jmespath="workflow_id",
@@ -139,8 +129,8 @@ def claim_next_once(site: SiteRef, workflow_id: str | None, key: str) -> Operati
         config.register_lambda_context(context)
 
     def claim(request: dict[str, Any]) -> dict[str, Any] | None:
-        operation = claim_service().claim_next(site, request["workflow_id"])
-        return operation.model_dump(mode="json") if operation is not None else None
+        operation = wiring.claim_service().claim_next(site, request["workflow_id"])
+        return operation.served().model_dump(mode="json") if operation is not None else None
 
     once = idempotent_function(
         claim,

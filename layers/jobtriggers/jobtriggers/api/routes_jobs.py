@@ -11,27 +11,19 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, ConfigDict
 
+from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
-from jobtriggers.dal.jobs import JobRepository, job_from_item
-from jobtriggers.dal.registry import RegistryRepository
+from jobtriggers.api.schemas import JobList
 from jobtriggers.errors import ValidationFailed
-from jobtriggers.models import Job, JobStatus
+from jobtriggers.models import Job, JobStatus, iso, utcnow
 
 router = Router()
 
 # The NMDC Runtime's site client filters jobs with a JSON object of equalities on these fields.
 FILTER_FIELDS = {"workflow.id": "workflow_id", "config.object_id": "object_id", "status": "status"}
 _FILTER_EXAMPLE = '{"workflow.id": "metag-1.0.0"}'
-
-
-class JobList(BaseModel):
-    model_config = ConfigDict(defer_build=True)  # built by the first request that lists, not at import
-
-    resources: list[Job]
-    next_page_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,10 +145,10 @@ def list_jobs(
                 loc=["query", "workflow_missing"],
             )
         return list_claimable_jobs(criteria, max_page_size, page_token)
-    items, token = JobRepository().list_page(
+    found, token = wiring.jobs().list_page(
         **criteria.repository_filters(), limit=max_page_size, page_token=page_token
     )
-    jobs = with_registry_state(items)
+    jobs = with_registry_state(found)
     if workflow_missing is not None:
         jobs = [j for j in jobs if j.workflow_missing == workflow_missing]
     return JobList(resources=jobs, next_page_token=token)
@@ -165,33 +157,27 @@ def list_jobs(
 def list_claimable_jobs(criteria: JobCriteria, limit: int, page_token: str | None) -> JobList:
     """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status),
     without the jobs of workflows no longer in the registry (nobody can claim those)."""
-    from jobtriggers.dal.claims import JobClaims
-    from jobtriggers.models import iso, utcnow
-
     others = [k for k in ("object_id", "status", "site_id") if getattr(criteria, k) is not None]
     if others:
         raise ValidationFailed(
             f"claimable=true combines with workflow_id only, not {', '.join(others)}",
             loc=["query", "claimable"],
         )
-    items, token = JobClaims().candidates(criteria.workflow_id, iso(utcnow()), limit, page_token)
-    jobs = [j for j in with_registry_state(items) if not j.workflow_missing]
+    found, token = wiring.jobs().claimable_page(criteria.workflow_id, iso(utcnow()), limit, page_token)
+    jobs = [j for j in with_registry_state(found) if not j.workflow_missing]
     return JobList(resources=jobs, next_page_token=token)
 
 
-def with_registry_state(items: list[dict[str, Any]]) -> list[Job]:
+def with_registry_state(jobs: list[Job]) -> list[Job]:
     """The jobs, each saying whether its workflow is missing from the registry (one BatchGetItem
     for the page's workflows)."""
-    workflow_ids = sorted({i["workflow_id"] for i in items})
-    existing = RegistryRepository().existing_ids("workflow", workflow_ids) if workflow_ids else set()
-    return [
-        job_from_item(i).model_copy(update={"workflow_missing": i["workflow_id"] not in existing})
-        for i in items
-    ]
+    workflow_ids = sorted({j.workflow_id for j in jobs})
+    existing = wiring.registry().existing_ids("workflow", workflow_ids) if workflow_ids else set()
+    return [j.model_copy(update={"workflow_missing": j.workflow_id not in existing}) for j in jobs]
 
 
 @router.get("/jobs/<job_id>", tags=["jobs"], security=SITE_TOKEN)
 def get_job(job_id: JobIdPath) -> Job:
     require_site_id()
-    [job] = with_registry_state([JobRepository().get_item_by_id(job_id)])
+    [job] = with_registry_state([wiring.jobs().get(job_id)])
     return job

@@ -11,27 +11,20 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from pydantic import BaseModel, ConfigDict
 
+from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN
-from jobtriggers.api.routes_claims import calling_site, claim_service
-from jobtriggers.dal.operations import OperationRepository, operation_from_item
+from jobtriggers.api.routes_claims import calling_site
+from jobtriggers.api.schemas import OperationList, OperationPatch
 from jobtriggers.errors import ValidationFailed
-from jobtriggers.logic.claims import OperationPatch
+from jobtriggers.logic.claims import Report
 from jobtriggers.models import Operation
 
 router = Router()
 
 OperationIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
 _FILTER_EXAMPLE = '{"done": false}'
-
-
-class OperationList(BaseModel):
-    model_config = ConfigDict(defer_build=True)  # built by the first request that lists, not at import
-
-    resources: list[Operation]
-    next_page_token: str | None = None
 
 
 def _filter_error(msg: str) -> ValidationFailed:
@@ -82,19 +75,19 @@ def list_operations(
     from_filter = parse_operation_filter(filter, site_id)
     if done is not None and from_filter is not None and done != from_filter:
         raise _filter_error("done and the filter's done disagree; send one")
-    items, token = OperationRepository().list_page(
+    operations, token = wiring.operations().list_page(
         site_id=site_id,
         done=done if done is not None else from_filter,
         limit=max_page_size,
         page_token=page_token,
     )
-    return OperationList(resources=[operation_from_item(i) for i in items], next_page_token=token)
+    return OperationList(resources=[op.served() for op in operations], next_page_token=token)
 
 
 @router.get("/operations/<operation_id>", tags=["operations"], security=SITE_TOKEN)
 def get_operation(operation_id: OperationIdPath) -> Operation:
     """One of the calling site's operations (403 for another site's)."""
-    return claim_service().get_operation(operation_id, calling_site())
+    return wiring.claim_service().own_operation(operation_id, calling_site()).served()
 
 
 @router.patch("/operations/<operation_id>", tags=["operations"], security=SITE_TOKEN)
@@ -103,4 +96,6 @@ def update_operation(operation_id: OperationIdPath, body: OperationPatch) -> Ope
     `done: true` with a result finishes the job; with an error result `{code, message, details?}`
     the job is pending again while attempts remain, else failed. 409 once the operation is
     finished or fenced off (its lease ended and another claim took the job)."""
-    return claim_service().update_operation(operation_id, calling_site(), body)
+    sent = body.model_fields_set
+    report = Report(done=body.done, result=body.result, result_sent="result" in sent, metadata=body.metadata)
+    return wiring.claim_service().update_operation(operation_id, calling_site(), report).served()

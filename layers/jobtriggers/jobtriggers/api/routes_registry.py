@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from jobtriggers import wiring
 from jobtriggers.api.params import RegistryIdPath
-from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.models import ObjectType, Trigger, Workflow
 
 router = Router()
@@ -16,45 +16,45 @@ router = Router()
 
 @router.get("/object_types", tags=["registry"])
 def list_object_types() -> list[ObjectType]:
-    return RegistryRepository().list_all("object_type")
+    return wiring.registry().list_all("object_type")
 
 
 @router.get("/object_types/<type_id>", tags=["registry"])
 def get_object_type(type_id: RegistryIdPath) -> ObjectType:
-    return RegistryRepository().get("object_type", type_id)
+    return wiring.registry().get("object_type", type_id)
 
 
 @router.get("/object_types/<type_id>/workflows", tags=["registry"])
 def get_object_type_workflows(type_id: RegistryIdPath) -> list[Workflow]:
     """The workflows an object of this type triggers."""
-    registry = RegistryRepository()
+    registry = wiring.registry()
     registry.get("object_type", type_id)
     return registry.workflows_for_object_type(type_id)
 
 
 @router.get("/workflows", tags=["registry"])
 def list_workflows() -> list[Workflow]:
-    return RegistryRepository().list_all("workflow")
+    return wiring.registry().list_all("workflow")
 
 
 @router.get("/workflows/<workflow_id>", tags=["registry"])
 def get_workflow(workflow_id: RegistryIdPath) -> Workflow:
-    return RegistryRepository().get("workflow", workflow_id)
+    return wiring.registry().get("workflow", workflow_id)
 
 
 @router.get("/workflows/<workflow_id>/object_types", tags=["registry"])
 def get_workflow_object_types(workflow_id: RegistryIdPath) -> list[ObjectType]:
     """The object types that trigger this workflow."""
-    registry = RegistryRepository()
+    registry = wiring.registry()
     registry.get("workflow", workflow_id)
     return registry.object_types_for_workflow(workflow_id)
 
 
 @router.get("/triggers", tags=["registry"])
 def list_triggers() -> list[Trigger]:
-    return RegistryRepository().list_all("trigger")
+    return wiring.registry().list_all("trigger")
 
 
 @router.get("/triggers/<trigger_id>", tags=["registry"])
 def get_trigger(trigger_id: RegistryIdPath) -> Trigger:
-    return RegistryRepository().get("trigger", trigger_id)
+    return wiring.registry().get("trigger", trigger_id)

@@ -16,7 +16,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
-from jobtriggers.api.auth import token_service
+from jobtriggers import wiring
 from jobtriggers.api.errors import register_error_handlers
 from jobtriggers.api.resolver import SitesApiResolver
 from jobtriggers.errors import BadRequestError
@@ -98,4 +98,4 @@ def issue_token() -> dict[str, Any]:
         headers.get("content-type") or headers.get("Content-Type") or "",
         headers.get("authorization") or headers.get("Authorization"),
     )
-    return token_service().issue(client_id, secret).model_dump()
+    return wiring.token_service().issue(client_id, secret).model_dump()

@@ -50,7 +50,7 @@ JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead 
 
 def configure_store(endpoint_url: str | None, stack: str | None) -> None:
     """Point the data-access layer at the right tables before any command touches them."""
-    from jobtriggers.dal.tables import reset_clients
+    from jobtriggers.dal.dynamo import reset_clients
     from jobtriggers.settings import reset_settings_cache
 
     if endpoint_url:

@@ -80,13 +80,13 @@ def diff(
     as_json: bool = JsonOption,
 ) -> None:
     """What `seed load` (or the next `sam deploy`) would change in the registry tables."""
-    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.seed import diff_registry
 
     configure_store(endpoint_url, stack)
     with reported_errors():
         registry = _load(path)
-        changes, _ = diff_registry(registry, RegistryRepository())
+        changes, _ = diff_registry(registry, wiring.registry())
     summary = changes.summary()
     if as_json:
         print_json(summary)
@@ -112,14 +112,11 @@ def load(
     as_json: bool = JsonOption,
 ) -> None:
     """Load seed/ into the registry as a deploy does: upsert, delete what is gone, backfill new triggers."""
-    from jobtriggers.dal.assignments import AssignmentRepository
-    from jobtriggers.dal.jobs import JobRepository
-    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.seed import sync_registry
-    from jobtriggers.logic.triggering import TriggerResolver
 
     configure_store(endpoint_url, stack)
-    registry = RegistryRepository()
+    registry = wiring.registry()
     with reported_errors():
         wanted = _load(path)
         with _progress(as_json) as progress:
@@ -128,9 +125,7 @@ def load(
             def tick(kind: str, entry_id: str) -> None:
                 progress.update(task, advance=1, description=f"{kind} {entry_id}")
 
-            report = sync_registry(
-                wanted, registry, TriggerResolver(registry, JobRepository()), AssignmentRepository(), tick
-            )
+            report = sync_registry(wanted, registry, wiring.backfill_engine(), wiring.assignments(), tick)
     if as_json:
         print_json(report.summary())
         return
@@ -154,14 +149,11 @@ def reconcile(
     The way back from stream dead letters: their records carry only shard and sequence numbers,
     so the object-type table, read through its type index, is the truth to reconcile from.
     """
-    from jobtriggers.dal.assignments import AssignmentRepository
-    from jobtriggers.dal.jobs import JobRepository
-    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.reconcile import reconcile_triggers, select_triggers
-    from jobtriggers.logic.triggering import TriggerResolver
 
     configure_store(endpoint_url, stack)
-    registry = RegistryRepository()
+    registry = wiring.registry()
     with reported_errors():
         triggers = select_triggers(registry, trigger)
         with _progress(as_json) as progress:
@@ -177,7 +169,7 @@ def reconcile(
                 return tick
 
             results = reconcile_triggers(
-                triggers, TriggerResolver(registry, JobRepository()), AssignmentRepository(), per_trigger
+                triggers, wiring.backfill_engine(), wiring.assignments(), per_trigger
             )
     rows = [
         {"trigger": r.trigger_id, "jobs created": r.created, "already present": r.already_present}

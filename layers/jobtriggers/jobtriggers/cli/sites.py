@@ -64,12 +64,11 @@ def create(
 ) -> None:
     """Create a site and print its client id and secret (once)."""
     configure_store(endpoint_url, stack)
-    from jobtriggers.dal.registry import RegistryRepository
-    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.sites import create_site
 
     with reported_errors():
-        creds = create_site(SiteRepository(), RegistryRepository(), site_id, capability)
+        creds = create_site(wiring.sites(), wiring.registry(), site_id, capability)
     _show_credentials(creds, as_json, f"site {site_id} created")
 
 
@@ -82,11 +81,11 @@ def rotate(
 ) -> None:
     """Give a site a new client secret; its old secret and every token issued under it stop working."""
     configure_store(endpoint_url, stack)
-    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.sites import rotate_secret
 
     with reported_errors():
-        creds = rotate_secret(SiteRepository(), site_id)
+        creds = rotate_secret(wiring.sites(), site_id)
     _show_credentials(creds, as_json, f"new secret for site {site_id}")
 
 
@@ -98,10 +97,10 @@ def list_sites(
 ) -> None:
     """List sites (never their secrets)."""
     configure_store(endpoint_url, stack)
-    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers import wiring
 
     with reported_errors():
-        sites = SiteRepository().list_sites()
+        sites = wiring.sites().list_sites()
     if as_json:
         print_json([s.model_dump() for s in sites])
         return
@@ -121,12 +120,12 @@ def show(
 ) -> None:
     """Show one site."""
     configure_store(endpoint_url, stack)
-    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.sites import check_site_id
 
     with reported_errors():
         check_site_id(site_id)
-        site = SiteRepository().require_site(site_id)
+        site = wiring.sites().require_site(site_id)
     if as_json:
         print_json(site.model_dump())
         return
@@ -149,12 +148,12 @@ def delete(
     if not yes and not typer.confirm(f"Delete site {site_id} and its credentials?"):
         raise typer.Exit(1)
     configure_store(endpoint_url, stack)
-    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers import wiring
     from jobtriggers.logic.sites import check_site_id
 
     with reported_errors():
         check_site_id(site_id)
-        site = SiteRepository().delete(site_id)
+        site = wiring.sites().delete(site_id)
     if as_json:
         print_json({"deleted": site.id})
     else:

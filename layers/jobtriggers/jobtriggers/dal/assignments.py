@@ -10,17 +10,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.dal.tables import (
-    dynamodb,
-    error_code,
-    query_all,
-    query_page,
-    raise_store_error,
-    tables,
-    to_item,
-)
+from jobtriggers.dal.dynamo import dynamodb, error_code, raise_store_error, to_item
+from jobtriggers.dal.pages import query_all, query_page
 from jobtriggers.errors import ConflictError, NotFoundError
 from jobtriggers.models import ObjectTypeAssignment, iso, utcnow
+from jobtriggers.settings import table_names
 
 # A transaction holds at most 100 actions; one is the object's existence check.
 MAX_TYPES_PER_REPLACE = 99
@@ -28,8 +22,8 @@ MAX_TYPES_PER_REPLACE = 99
 
 class AssignmentRepository:
     def __init__(self, table_name: str | None = None, objects_table: str | None = None) -> None:
-        self.table = table_name or tables().object_types_table
-        self.objects_table = objects_table or tables().objects_table
+        self.table = table_name or table_names().object_types_table
+        self.objects_table = objects_table or table_names().objects_table
 
     def types_of(self, object_id: str) -> list[ObjectTypeAssignment]:
         items = query_all(

@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-from jobtriggers.dal.tables import dynamodb
+from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.settings import idempotency_settings
 
 

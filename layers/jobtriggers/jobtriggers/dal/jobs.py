@@ -1,115 +1,231 @@
-"""The jobs table, keyed by `{workflow_id}#{object_id}`.
+"""The jobs table, keyed by `{workflow_id}#{object_id}`, and every change of a job's state.
 
 A job is created with a conditional put (`attribute_not_exists(job_key)`): a redelivered stream
 record, a second type that triggers the same workflow, a backfill and a reconcile all race for
 the same key, and exactly one of them wins.
 
-Index attributes kept on every item (see template.yaml):
+Every later change is a `JobChange`, which logic/ builds and `JobRepository.apply` runs as one
+transaction (with the operation it concerns), conditional on what the caller read; a lost race is
+`False`, never an exception. A change that is a transition (not a heartbeat) adds one to the job's
+`version` and stores the `transition` (events, when, by whom): the jobs table's stream turns it
+into events.
+
+Index attributes kept on every item (see template.yaml), derived here and nowhere else:
 - `listing` = "job" and `created_at`            -> by_created (all jobs, oldest/newest first)
 - `workflow_id` and `created_at`                -> by_workflow
 - `object_id` and `workflow_id`                 -> by_object
 - `status` and `queue_at`                        -> by_status
 - `workflow_status` = "{workflow}#{status}"      -> by_workflow_status
-- `site_id` (holder) and `queue_at`              -> by_site
+- `site_id` (holder, or last holder) and `queue_at` -> by_site
+`queue_at` orders each status's queue: when it became pending (or finished), or its lease end
+while claimed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from jobtriggers.dal.tables import (
-    dynamodb,
-    error_code,
-    from_item,
-    query_page,
-    raise_store_error,
-    tables,
-    to_item,
+from jobtriggers.dal.dynamo import Expression, get_item, put_if_absent, to_item, transact
+from jobtriggers.dal.operations import operation_item, site_done
+from jobtriggers.dal.pages import decode_page_token, encode_page_token, fingerprint, query_page
+from jobtriggers.errors import BadRequestError, NotFoundError, ValidationFailed
+from jobtriggers.models import (
+    Claim,
+    Job,
+    JobStatus,
+    OperationRecord,
+    Transition,
+    job_key,
+    job_key_from_id,
 )
-from jobtriggers.errors import NotFoundError
-from jobtriggers.models import Job, JobStatus, job_id_for, job_key, job_key_from_id
+from jobtriggers.settings import table_names
+
+Queue = Literal["pending", "ended"]
+# What claim-next needs to pick candidates (it reads each job it tries in full, consistently).
+CANDIDATE_FIELDS = ("job_key", "id", "workflow_id", "config", "status", "queue_at", "created_at")
+# Attributes of an item that are not the job's (the table's key and index attributes).
+_STORAGE_ONLY = (
+    "job_key",
+    "listing",
+    "workflow_status",
+    "queue_at",
+    "workflow_id",
+    "object_id",
+    "transition",
+)
 
 
-def new_job_item(workflow_id: str, object_id: str, trigger_id: str | None, created_at: str) -> dict[str, Any]:
-    status = JobStatus.pending.value
-    return {
+# --------------------------------------------------------------------------- encoding
+
+
+def _queue_at(status: str, lease_expires_at: str | None, at: str) -> str:
+    return lease_expires_at if status == JobStatus.claimed and lease_expires_at else at
+
+
+def job_item(job: Job, transition: Transition | None = None) -> dict[str, Any]:
+    """A job as the item the table keeps: its fields, its key and its index attributes."""
+    data = job.model_dump(mode="json", exclude={"workflow_missing"})
+    workflow_id, object_id = job.workflow.id, job.config.object_id
+    item = {
+        **data,
         "job_key": job_key(workflow_id, object_id),
-        "id": job_id_for(workflow_id, object_id),
         "workflow_id": workflow_id,
         "object_id": object_id,
-        "trigger_id": trigger_id,
-        "config": {"object_id": object_id},
-        "status": status,
-        "workflow_status": f"{workflow_id}#{status}",
+        "workflow_status": f"{workflow_id}#{job.status}",
         "listing": "job",
-        "created_at": created_at,
-        "queue_at": created_at,
-        "updated_at": created_at,
-        "attempts": 0,
-        "claims": [],
+        "queue_at": _queue_at(job.status, job.lease_expires_at, job.updated_at or job.created_at),
+    }
+    item.pop("workflow", None)
+    if transition is not None:
+        item["transition"] = transition.model_dump(mode="json")
+    return item
+
+
+def job_from_item(item: Mapping[str, Any]) -> Job:
+    data = {k: v for k, v in item.items() if k not in _STORAGE_ONLY and k in Job.model_fields}
+    data["workflow"] = {"id": item["workflow_id"]}
+    data["config"] = item.get("config") or {"object_id": item["object_id"]}
+    if item.get("status") != JobStatus.claimed:
+        data.pop("lease_expires_at", None)
+    return Job.model_validate(data)
+
+
+# --------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class OperationUpdate:
+    """What a change does to the operation it concerns (`site_id` is its holder): set `set` (paths
+    into metadata as tuples), if it exists, and with `live_holder` only while it is not done."""
+
+    op_id: str
+    site_id: str
+    set: Mapping[str | tuple[str, ...], Any]
+    live_holder: bool = False
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """One change of one job: applied in one transaction, or not at all when the stored job no
+    longer has every value in `expect` (None there: the attribute must be absent).
+
+    `set` takes Job field names (paths such as ("claims[2]", "done") reach into lists); `increment`
+    adds to numbers; `append_claims` adds claims; a `transition` (every change but a heartbeat)
+    adds one to `version`. `new_operation` is put with it (it must not exist), `operation` updated.
+    """
+
+    job: Job  # as the caller read it: its key and workflow
+    expect: Mapping[str, Any]
+    set: Mapping[str | tuple[str, ...], Any] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    increment: Mapping[str, int] = field(default_factory=dict)
+    append_claims: tuple[Claim, ...] = ()
+    transition: Transition | None = None
+    new_operation: OperationRecord | None = None
+    operation: OperationUpdate | None = None
+    # The change carries what a site sent (a result, metadata): a value the store cannot keep is
+    # the site's to fix (422), not a fault.
+    site_data: bool = False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Claim | Transition | OperationRecord | Job):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, JobStatus):
+        return value.value
+    return value
+
+
+def _job_update(change: JobChange, table: str) -> dict[str, Any]:
+    expr = Expression()
+    sets: dict[str | tuple[str, ...], Any] = {k: _plain(v) for k, v in change.set.items()}
+    status = sets.get("status")
+    at = change.transition.at if change.transition else sets.get("updated_at")
+    if status is not None:
+        sets["workflow_status"] = f"{change.job.workflow.id}#{status}"
+        sets["queue_at"] = _queue_at(str(status), sets.get("lease_expires_at"), str(at))
+    elif "lease_expires_at" in sets:  # a heartbeat moves the claimed job's place in the queue
+        sets["queue_at"] = sets["lease_expires_at"]
+    if change.transition is not None:
+        sets["transition"] = change.transition.model_dump(mode="json")
+    clauses = [expr.assign(sets)] if sets else []
+    for name, amount in change.increment.items():
+        clauses.append(f"{expr.name(name)} = {expr.name(name)} + {expr.value(amount)}")
+    if change.append_claims:
+        claims = expr.name("claims")
+        appended = expr.value([c.model_dump(mode="json") for c in change.append_claims])
+        clauses.append(f"{claims} = list_append(if_not_exists({claims}, {expr.value([])}), {appended})")
+    if change.transition is not None:
+        version = expr.name("version")
+        clauses.append(f"{version} = if_not_exists({version}, {expr.value(0)}) + {expr.value(1)}")
+    update = "SET " + ", ".join(clauses)
+    if change.remove:
+        update += " REMOVE " + ", ".join(expr.name(r) for r in change.remove)
+    guard = []
+    for name, wanted in change.expect.items():
+        if wanted is None:
+            guard.append(f"attribute_not_exists({expr.name(name)})")
+        elif name == "version" and wanted == 0:  # a job stored before versions counts as 0
+            guard.append(f"(attribute_not_exists({expr.name(name)}) OR {expr.name(name)} = {expr.value(0)})")
+        else:
+            guard.append(f"{expr.name(name)} = {expr.value(_plain(wanted))}")
+    return {
+        "Update": expr.request(
+            TableName=table,
+            Key=to_item({"job_key": change.job.key}),
+            UpdateExpression=update,
+            ConditionExpression=" AND ".join(guard) or f"attribute_exists({expr.name('job_key')})",
+        )
     }
 
 
-def job_from_item(item: dict[str, Any]) -> Job:
-    return Job(
-        id=item["id"],
-        workflow={"id": item["workflow_id"]},
-        config=item.get("config") or {"object_id": item["object_id"]},
-        created_at=item["created_at"],
-        status=item["status"],
-        trigger_id=item.get("trigger_id"),
-        claims=item.get("claims", []),
-        attempts=item.get("attempts", 0),
-        max_attempts=item.get("max_attempts"),
-        site_id=item.get("site_id"),
-        operation_id=item.get("operation_id"),
-        lease_expires_at=item.get("lease_expires_at") if item["status"] == JobStatus.claimed.value else None,
-        result=item.get("result"),
-        last_error=item.get("last_error"),
-        updated_at=item.get("updated_at"),
-    )
+def _operation_update(update: OperationUpdate, table: str) -> dict[str, Any]:
+    expr = Expression()
+    sets = {k: _plain(v) for k, v in update.set.items()}
+    if sets.get("done") is True:
+        sets["site_done"] = site_done(update.site_id, True)
+    if update.live_holder:
+        holder = f"{expr.name('site_id')} = {expr.value(update.site_id)}"
+        guard = f"{expr.name('done')} = {expr.value(False)} AND {holder}"
+    else:
+        guard = f"attribute_exists({expr.name('id')})"
+    return {
+        "Update": expr.request(
+            TableName=table,
+            Key=to_item({"id": update.op_id}),
+            UpdateExpression="SET " + expr.assign(sets),
+            ConditionExpression=guard,
+        )
+    }
+
+
+# --------------------------------------------------------------------------- the repository
 
 
 class JobRepository:
-    def __init__(self, table_name: str | None = None) -> None:
-        self.table = table_name or tables().jobs_table
+    def __init__(self, table_name: str | None = None, operations_table: str | None = None) -> None:
+        self.table = table_name or table_names().jobs_table
+        self.operations_table = operations_table or table_names().operations_table
 
-    def create_if_absent(self, item: dict[str, Any]) -> bool:
-        """Put a new job unless its key exists. True when this call created it."""
-        try:
-            dynamodb().put_item(
-                TableName=self.table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(job_key)",
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise_store_error(exc, f"create job {item['job_key']}")
-        except BotoCoreError as exc:
-            raise_store_error(exc, f"create job {item['job_key']}")
-        return True
+    # ------------------------------------------------------------------ reads
 
-    def get_item(self, key: str, consistent: bool = True) -> dict[str, Any] | None:
-        try:
-            resp = dynamodb().get_item(
-                TableName=self.table, Key=to_item({"job_key": key}), ConsistentRead=consistent
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, f"read job {key}")
-        return from_item(resp["Item"]) if "Item" in resp else None
-
-    def get_item_by_id(self, job_id: str, consistent: bool = True) -> dict[str, Any]:
+    def find(self, job_id: str, consistent: bool = True) -> Job | None:
         key = job_key_from_id(job_id)
-        item = self.get_item(key, consistent) if key else None
-        if item is None:
-            raise NotFoundError(f"job '{job_id}' does not exist")
-        return item
+        if key is None:
+            return None
+        item = get_item(self.table, {"job_key": key}, f"read job {job_id}", consistent)
+        return job_from_item(item) if item else None
 
     def get(self, job_id: str) -> Job:
-        return job_from_item(self.get_item_by_id(job_id))
+        """The job (strongly consistent); NotFoundError for an unknown id."""
+        job = self.find(job_id)
+        if job is None:
+            raise NotFoundError(f"job '{job_id}' does not exist")
+        return job
 
     def list_page(
         self,
@@ -120,57 +236,179 @@ class JobRepository:
         site_id: str | None = None,
         limit: int = 20,
         page_token: str | None = None,
-        newest_first: bool = False,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """Pick the index that answers the filters; remaining equalities become a filter on it."""
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        filters: list[str] = []
+    ) -> tuple[list[Job], str | None]:
+        """Jobs matching these equalities, one page: the first index of _INDEXES whose keys they
+        give answers; the other equalities filter its pages."""
+        wanted = {
+            k: v
+            for k, v in (
+                ("workflow_id", workflow_id),
+                ("object_id", object_id),
+                ("status", status),
+                ("site_id", site_id),
+            )
+            if v is not None
+        }
+        index = next(i for i in _INDEXES if set(i.keys) <= set(wanted))
+        synthetic = {"listing": "job"}
+        if "workflow_id" in wanted and "status" in wanted:
+            synthetic["workflow_status"] = f"{wanted['workflow_id']}#{wanted['status']}"
+        filtered = [attr for attr in wanted if attr not in index.keys]
+        used = (*index.attributes, *filtered)
+        items, token = query_page(
+            table=self.table,
+            index=index.name,
+            key_condition=" AND ".join(f"#{a} = :{a}" for a in index.attributes),
+            values={f":{a}": {**wanted, **synthetic}[a] for a in used},
+            names={f"#{a}": a for a in used},
+            filter_expression=" AND ".join(f"#{a} = :{a}" for a in filtered) or None,
+            limit=limit,
+            page_token=page_token,
+            action="list jobs",
+        )
+        return [job_from_item(i) for i in items], token
 
-        def add_filter(attr: str, value: str) -> None:
-            names[f"#{attr}"] = attr
-            values[f":f_{attr}"] = value
-            filters.append(f"#{attr} = :f_{attr}")
+    def queue_page(
+        self,
+        workflow_id: str | None,
+        queue: Queue,
+        now: str,
+        limit: int,
+        page_token: str | None = None,
+        brief: bool = False,
+    ) -> tuple[list[Job], str | None]:
+        """One page of one queue, oldest `queue_at` first: `pending` jobs, or `ended` leases
+        (claimed jobs whose lease end is before `now`), of one workflow or of all.
 
-        if object_id is not None:
-            index, cond = "by_object", "object_id = :o"
-            values[":o"] = object_id
-            if workflow_id is not None:
-                cond += " AND workflow_id = :w"
-                values[":w"] = workflow_id
-            if status is not None:
-                add_filter("status", status)
-            if site_id is not None:
-                add_filter("site_id", site_id)
-        elif site_id is not None:
-            index, cond = "by_site", "site_id = :s"
-            values[":s"] = site_id
-            if workflow_id is not None:
-                add_filter("workflow_id", workflow_id)
-            if status is not None:
-                add_filter("status", status)
-        elif workflow_id is not None and status is not None:
-            index, cond = "by_workflow_status", "workflow_status = :ws"
-            values[":ws"] = f"{workflow_id}#{status}"
-        elif workflow_id is not None:
-            index, cond = "by_workflow", "workflow_id = :w"
-            values[":w"] = workflow_id
-        elif status is not None:
-            index, cond = "by_status", "#st = :st"
-            names["#st"] = "status"
-            values[":st"] = status
+        `brief` reads only CANDIDATE_FIELDS (the jobs come back without their claims and leases):
+        claim-next reads the job it tries afresh anyway (indexes are eventually consistent), so the
+        page itself only has to say which jobs. `now` is not part of the query's identity: a token
+        taken with one clock reading continues with the next.
+        """
+        status = JobStatus.pending if queue == "pending" else JobStatus.claimed
+        names: dict[str, str] | None
+        if workflow_id is None:
+            index, cond, names = "by_status", "#st = :st", {"#st": "status"}
+            values: dict[str, Any] = {":st": status.value}
         else:
-            index, cond = "by_created", "listing = :l"
-            values[":l"] = "job"
-        return query_page(
+            index, cond, names = "by_workflow_status", "workflow_status = :st", None
+            values = {":st": f"{workflow_id}#{status}"}
+        if queue == "ended":
+            cond += " AND queue_at < :before"
+            values[":before"] = now
+        items, token = query_page(
             table=self.table,
             index=index,
             key_condition=cond,
             values=values,
-            names=names or None,
-            filter_expression=" AND ".join(filters) or None,
+            names=names,
             limit=limit,
             page_token=page_token,
-            forward=not newest_first,
-            action="list jobs",
+            projection=CANDIDATE_FIELDS if brief else None,
+            moving_values={":before"},
+            action=f"list {queue} jobs",
         )
+        return [job_from_item(i) for i in items], token
+
+    def claimable_page(
+        self, workflow_id: str | None, now: str, limit: int, page_token: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """One page of claimable jobs (GET /jobs?claimable=true): pending ones first, then claimed
+        ones whose lease ended. Leases end rarely compared with jobs pending, so the two queues are
+        read one after the other rather than merged; the token says which queue comes next."""
+        queue, inner = _split_claimable_token(page_token, workflow_id)
+        jobs: list[Job] = []
+        if queue == "pending":
+            jobs, inner = self.queue_page(workflow_id, "pending", now, limit, inner)
+            if inner:
+                return jobs, _join_claimable_token("pending", inner, workflow_id)
+            queue, inner = "ended", None
+            if len(jobs) >= limit:
+                # Do not read the second queue within this page; say where to continue.
+                return jobs, _join_claimable_token("ended", None, workflow_id)
+        more, inner = self.queue_page(workflow_id, "ended", now, limit - len(jobs), inner)
+        jobs += more
+        return jobs, _join_claimable_token("ended", inner, workflow_id) if inner else None
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, job: Job, transition: Transition) -> bool:
+        """Put a new job unless its key exists (version 1). True when this call created it."""
+        item = job_item(job.model_copy(update={"version": 1}), transition)
+        return put_if_absent(self.table, item, "job_key", f"create job {job.id}")
+
+    def apply(self, change: JobChange) -> bool:
+        """Run `change` as one transaction; False when the job (or its operation) is no longer as
+        the caller read it."""
+        try:
+            items = [_job_update(change, self.table)]
+            if change.new_operation is not None:
+                items.append(
+                    {
+                        "Put": {
+                            "TableName": self.operations_table,
+                            "Item": to_item(operation_item(change.new_operation)),
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    }
+                )
+            if change.operation is not None:
+                items.append(_operation_update(change.operation, self.operations_table))
+        except (TypeError, ArithmeticError) as exc:  # NaN, and numbers beyond 38 digits
+            if not change.site_data:
+                raise
+            raise ValidationFailed(
+                f"the store cannot keep this result or metadata ({type(exc).__name__}): use numbers "
+                "of at most 38 significant digits, or strings",
+                loc=["body"],
+            ) from exc
+        return bool(transact(items, action=f"change job {change.job.id}", site_data=change.site_data))
+
+
+@dataclass(frozen=True)
+class _Index:
+    """A jobs index: the equalities (`keys`) it answers, and the key attributes it compares."""
+
+    name: str
+    keys: tuple[str, ...]
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        if self.name == "by_created":
+            return ("listing",)
+        if self.name == "by_workflow_status":
+            return ("workflow_status",)
+        return self.keys
+
+
+# The most selective first: an object has few jobs, a holder few leases, a workflow many.
+_INDEXES = (
+    _Index("by_object", ("object_id", "workflow_id")),
+    _Index("by_object", ("object_id",)),
+    _Index("by_site", ("site_id",)),
+    _Index("by_workflow_status", ("workflow_id", "status")),
+    _Index("by_workflow", ("workflow_id",)),
+    _Index("by_status", ("status",)),
+    _Index("by_created", ()),
+)
+
+# The queue a claimable-jobs token continues, as the token spells it (short, and as issued before).
+_PHASE_OF: dict[Queue, str] = {"pending": "p", "ended": "e"}
+_QUEUE_OF: dict[str, Queue] = {v: k for k, v in _PHASE_OF.items()}
+
+
+def _split_claimable_token(token: str | None, workflow_id: str | None) -> tuple[Queue, str | None]:
+    """A claimable-jobs token wraps the queue (pending, or ended leases) and its own token."""
+    if not token:
+        return "pending", None
+    state = decode_page_token(token, fingerprint("claimable", workflow_id))
+    phase, inner = state.get("phase") if state else None, state.get("token") if state else None
+    if phase not in _QUEUE_OF or not (inner is None or isinstance(inner, str)):
+        raise BadRequestError("page_token is not one this API issued; start again without it")
+    return _QUEUE_OF[phase], inner
+
+
+def _join_claimable_token(queue: Queue, inner: str | None, workflow_id: str | None) -> str | None:
+    return encode_page_token(
+        {"phase": _PHASE_OF[queue], "token": inner}, fingerprint("claimable", workflow_id)
+    )

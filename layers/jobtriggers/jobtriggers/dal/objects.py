@@ -11,9 +11,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.dal.tables import dynamodb, error_code, from_item, raise_store_error, tables, to_item
+from jobtriggers.dal.dynamo import dynamodb, error_code, from_item, raise_store_error, to_item
 from jobtriggers.errors import ConflictError, NotFoundError, ValidationFailed
 from jobtriggers.models import Checksum, DrsObject
+from jobtriggers.settings import table_names
 
 
 def object_pk(object_id: str) -> str:
@@ -26,7 +27,7 @@ def checksum_pk(checksum: Checksum) -> str:
 
 class ObjectRepository:
     def __init__(self, table_name: str | None = None) -> None:
-        self.table = table_name or tables().objects_table
+        self.table = table_name or table_names().objects_table
 
     def create(self, obj: DrsObject) -> None:
         """Put the object and its checksum guards, all or nothing.

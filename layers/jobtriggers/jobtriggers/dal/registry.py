@@ -6,24 +6,16 @@ Items are the models' fields plus `kind` (the partition key). Only triggers carr
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from jobtriggers.dal.tables import (
-    dynamodb,
-    from_item,
-    query_all,
-    query_page,
-    raise_store_error,
-    tables,
-    to_item,
-)
+from jobtriggers.dal.dynamo import dynamodb, from_item, get_item, raise_store_error, to_item
+from jobtriggers.dal.pages import query_all
 from jobtriggers.errors import NotFoundError
 from jobtriggers.models import REGISTRY_MODELS, ObjectType, Trigger, Workflow
-
-M = TypeVar("M", bound=BaseModel)
+from jobtriggers.settings import table_names
 
 KIND_LABEL = {
     "object_type": "object type",
@@ -42,27 +34,22 @@ class RegistryRepository:
     """Reads and writes registry entries; returns pydantic models."""
 
     def __init__(self, table_name: str | None = None) -> None:
-        self.table = table_name or tables().registry_table
+        self.table = table_name or table_names().registry_table
 
     def get(self, kind: str, entry_id: str) -> Any:
-        try:
-            resp = dynamodb().get_item(TableName=self.table, Key=to_item({"kind": kind, "id": entry_id}))
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, f"read {KIND_LABEL[kind]} {entry_id}")
-        if "Item" not in resp:
-            raise NotFoundError(f"{KIND_LABEL[kind]} '{entry_id}' does not exist")
-        return _model(kind, from_item(resp["Item"]))
-
-    def list_page(self, kind: str, limit: int, page_token: str | None) -> tuple[list[Any], str | None]:
-        items, token = query_page(
-            table=self.table,
-            key_condition="kind = :k",
-            values={":k": kind},
-            limit=limit,
-            page_token=page_token,
-            action=f"list {KIND_LABEL[kind]}s",
+        item = get_item(
+            self.table, {"kind": kind, "id": entry_id}, f"read {KIND_LABEL[kind]} {entry_id}", False
         )
-        return [_model(kind, i) for i in items], token
+        if item is None:
+            raise NotFoundError(f"{KIND_LABEL[kind]} '{entry_id}' does not exist")
+        return _model(kind, item)
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        workflow: Workflow = self.get("workflow", workflow_id)
+        return workflow
+
+    def workflows(self) -> list[Workflow]:
+        return list(self.list_all("workflow"))
 
     def list_all(self, kind: str) -> list[Any]:
         items = query_all(
@@ -95,22 +82,14 @@ class RegistryRepository:
         """Every trigger, read strongly consistent from the base table (Query kind = trigger, a page
         at a time): it holds every trigger whose write was acknowledged before the read began, which
         the indexes, eventually consistent, need not. The registry is small (tens of triggers)."""
-        triggers: list[Trigger] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "kind = :k",
-            "ExpressionAttributeValues": to_item({":k": "trigger"}),
-            "ConsistentRead": True,
-        }
-        while True:
-            try:
-                resp = dynamodb().query(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise_store_error(exc, "read the triggers")
-            triggers += [_model("trigger", from_item(i)) for i in resp.get("Items", [])]
-            if not resp.get("LastEvaluatedKey"):
-                return triggers
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = query_all(
+            table=self.table,
+            key_condition="kind = :k",
+            values={":k": "trigger"},
+            consistent=True,
+            action="read the triggers",
+        )
+        return [_model("trigger", i) for i in items]
 
     def _triggers_by(self, attribute: str, value: str, action: str) -> list[Trigger]:
         """Triggers through the index named after `attribute` (by_object_type / by_workflow)."""
@@ -125,7 +104,7 @@ class RegistryRepository:
 
     def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
         """The triggers an object type fires: one Query on the by_object_type index (eventually
-        consistent: fine for the public registry routes; TriggerResolver reads all_triggers())."""
+        consistent: fine for the public registry routes; TriggerEngine reads all_triggers())."""
         return self._triggers_by(
             "object_type_id", object_type_id, f"resolve the triggers of object type {object_type_id}"
         )

@@ -14,17 +14,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.dal.tables import (
-    dynamodb,
-    error_code,
-    from_item,
-    raise_store_error,
-    tables,
-    to_attr,
-    to_item,
-)
+from jobtriggers.dal.dynamo import dynamodb, error_code, from_item, raise_store_error, to_attr, to_item
 from jobtriggers.errors import ConflictError, NotFoundError
 from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site, iso, utcnow
+from jobtriggers.settings import table_names
 
 
 def site_key(site_id: str) -> dict[str, Any]:
@@ -41,7 +34,7 @@ def _cancellation_codes(exc: ClientError) -> list[str | None]:
 
 class SiteRepository:
     def __init__(self, table_name: str | None = None) -> None:
-        self.table = table_name or tables().sites_table
+        self.table = table_name or table_names().sites_table
 
     def create(self, site: Site, client: ClientRecord) -> None:
         site_item = {"pk": f"site#{site.id}", "kind": "site", **site.model_dump()}

@@ -7,7 +7,7 @@
   invocation at a time per process, more processes for concurrent invocations. They reach
   DynamoDB through a loopback proxy (jobtriggers.local.proxy), where tests inject faults.
 - Event sources: the HTTP gateway in front of the API, token and authorizer functions; the stream
-  poller in front of TriggerResolver; the scheduler for `Type: Schedule` events.
+  poller in front of TriggerEngine; the scheduler for `Type: Schedule` events.
 
 `jobtriggers local` runs it until Ctrl-C; the e2e tests start it in-process on free ports.
 """
@@ -28,7 +28,7 @@ from typing import Any, cast
 import boto3
 from botocore.exceptions import ClientError
 
-from jobtriggers.dal.tables import reset_clients
+from jobtriggers.dal.dynamo import reset_clients
 from jobtriggers.local.gateway import Gateway, api_settings
 from jobtriggers.local.invoke import (
     DEFAULT_MAX_WORKERS,
@@ -185,7 +185,7 @@ class LocalRuntime:
         return self.scheduler.schedules if self.scheduler else []
 
     def wait_for_stream(self, timeout: float = 10.0) -> bool:
-        """Wait until every record written so far has been through TriggerResolver (or the DLQ)."""
+        """Wait until every record written so far has been through TriggerEngine (or the DLQ)."""
         return self.poller.wait_until_idle(timeout) if self.poller else True
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
@@ -359,18 +359,15 @@ class LocalRuntime:
         self.proxy.start()
 
     def _load_seed(self) -> None:
-        from jobtriggers.dal.assignments import AssignmentRepository
-        from jobtriggers.dal.jobs import JobRepository
-        from jobtriggers.dal.registry import RegistryRepository
+        from jobtriggers import wiring
         from jobtriggers.logic.seed import load_seed_dir, sync_registry
-        from jobtriggers.logic.triggering import TriggerResolver
 
         registry = load_seed_dir(self.seed_dir)
         report = sync_registry(
             registry,
-            RegistryRepository(),
-            TriggerResolver(RegistryRepository(), JobRepository()),
-            AssignmentRepository(),
+            wiring.registry(),
+            wiring.backfill_engine(),
+            wiring.assignments(),
         )
         self.seed = SeedSummary(
             counts={kind: len(entries) for kind, entries in registry.entries().items()},

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from jobtriggers.dal.tables import reset_clients
+from jobtriggers.dal.dynamo import reset_clients
 from jobtriggers.local import store_rules
 from jobtriggers.local.template import (
     create_table_requests,

@@ -1,11 +1,11 @@
 """Claiming jobs with leases, and the operations that report on them.
 
-The rules, in one place (the data-access layer only executes conditional writes):
+The rules, in one place (the data-access layer only runs the conditional writes these build):
 - A job can be claimed when it is `pending`, or `claimed` with a lease that ended before now. An
   ended lease is first expired (below), then the job is claimed as any pending one. Each claim
   and each expiry is one transaction.
 - The site that holds a live lease and claims again gets the same operation (a retried request is
-  safe); another site gets 409 naming the holder and the lease end; `done`/`failed` jobs are 409.
+  safe); another site gets 409 naming the holder and the lease end; finished jobs are 409.
 - A site may run a workflow only when it has every capability the workflow needs (else 403).
   Claim-next looks only at the queues of workflows the site may run, so its work is bounded by
   those, never by jobs it cannot run; jobs of workflows no longer in the registry are claimed by
@@ -17,8 +17,14 @@ The rules, in one place (the data-access layer only executes conditional writes)
 - Any accepted PATCH of a live operation renews the lease; `done: true` finishes it: with a
   result the job is `done`; with an error result see attempts. A release makes the job `pending`
   and the operation done with `cancelled`.
+- A job cancelled while claimed is `cancel_requested`, and so is its operation (the holder sees
+  it on its next heartbeat); the attempt's end then makes the job `cancelled` rather than pending
+  or failed (a success still makes it `done`: the work happened).
+- A claim that ends without finishing the job (release, error, expiry, cancel) is marked `done` and
+  `cancelled` in the job's `claims`, one that finished it `done`: NMDC's clients read claims so.
 - A lease that ended is expired by `expire_lease`, one rule for both paths that find it: a claim
   that comes across it, and the lease reaper that runs every minute (functions/lease_reaper).
+Every change of state is a transition: one more `version` on the job, with its events.
 Ports are protocols so unit tests run these rules against in-memory fakes, with a fake clock.
 """
 
@@ -30,14 +36,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field
 
-from jobtriggers.dal.claims import ClaimWrite, ExpiryWrite, OperationWrite
-from jobtriggers.dal.jobs import job_from_item
-from jobtriggers.dal.operations import new_operation_item, operation_from_item
+from jobtriggers.dal.jobs import JobChange, OperationUpdate, Queue
 from jobtriggers.errors import (
     ConflictError,
     ForbiddenError,
@@ -45,17 +48,29 @@ from jobtriggers.errors import (
     PayloadTooLargeError,
     ValidationFailed,
 )
-from jobtriggers.models import JobStatus, Operation, Workflow, iso, utcnow
+from jobtriggers.models import (
+    FINISHED,
+    Claim,
+    Job,
+    JobEvent,
+    JobStatus,
+    OperationRecord,
+    Transition,
+    Workflow,
+    iso,
+    utcnow,
+)
 from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import job_settings
 
 # Metadata keys the service owns: a PATCH may repeat them unchanged, never change them.
 IMMUTABLE_METADATA = ("job", "site_id", "attempt")
 # Metadata keys the service rewrites itself; a PATCH that sends them back is not an error.
-SERVICE_METADATA = ("lease_expires_at", "cancelled")
+SERVICE_METADATA = ("lease_expires_at", "cancelled", "cancel_requested")
 MAX_PATCH_BYTES = 64 * 1024
 MAX_METADATA_KEYS = 32
 LEASE_EXPIRED = "lease_expired"
+CANCELLED = "cancelled"
 
 # claim-next, per queue of each workflow the site may run (pending jobs, then ended leases): how
 # many of the oldest jobs to consider, how many to try per page, and how many pages to read when
@@ -73,16 +88,12 @@ CLAIM_ROUNDS = 3
 REAP_PAGE = 100
 REAP_MAX_PER_RUN = 500
 
-Queue = Literal["pending", "ended"]
-
 
 # --------------------------------------------------------------------------- ports
 
 
-class ClaimStore(Protocol):
-    def get_job(self, job_id: str) -> dict[str, Any]: ...
-
-    def get_operation(self, op_id: str) -> dict[str, Any] | None: ...
+class JobStore(Protocol):
+    def get(self, job_id: str) -> Job: ...
 
     def queue_page(
         self,
@@ -92,23 +103,19 @@ class ClaimStore(Protocol):
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    ) -> tuple[list[Job], str | None]: ...
 
-    def ended_leases(
-        self, now: str, limit: int, page_token: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    def apply(self, change: JobChange) -> bool: ...
 
-    def start_claim(self, claim: ClaimWrite) -> bool: ...
 
-    def expire(self, expiry: ExpiryWrite) -> bool: ...
-
-    def apply(self, write: OperationWrite) -> bool: ...
+class OperationStore(Protocol):
+    def get(self, op_id: str) -> OperationRecord | None: ...
 
 
 class WorkflowLookup(Protocol):
-    def get(self, kind: str, entry_id: str) -> Any: ...
+    def workflow(self, workflow_id: str) -> Workflow: ...
 
-    def list_all(self, kind: str) -> list[Any]: ...
+    def workflows(self) -> list[Workflow]: ...
 
 
 @dataclass(frozen=True)
@@ -123,27 +130,37 @@ class SiteRef:
         return cls(site_id, frozenset(capability_ids))
 
 
-class OperationPatch(BaseModel):
-    """The body of PATCH /operations/{id} (the NMDC Runtime's UpdateOperationRequest)."""
-
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class Report:
+    """What a site reports on its operation (PATCH /operations/{id}): `done` ends the attempt with
+    `result` (an error result fails it); `result_sent` tells a `"result": null` from no result."""
 
     done: bool | None = None
     result: Any = None
-    metadata: dict[str, Any] | None = Field(default=None)
+    result_sent: bool = False
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
 class ClaimOutcome:
-    operation: Operation
+    operation: OperationRecord
     created: bool  # False: the site already held this job, and gets its operation again
 
 
 @dataclass
-class _Limits:
+class Limits:
     lease_seconds: int
     max_attempts: int
     capability_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, wf: Workflow) -> Limits:
+        defaults = job_settings()
+        return cls(
+            lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
+            max_attempts=wf.max_attempts or defaults.default_max_attempts,
+            capability_ids=list(wf.capability_ids),
+        )
 
 
 @dataclass
@@ -152,7 +169,7 @@ class ReapReport:
 
     seen: int = 0
     pending: int = 0  # expired, and pending again for another attempt
-    failed: int = 0  # expired on their last attempt
+    failed: int = 0  # expired on their last attempt (or cancelled, when a cancel was asked)
     skipped: int = 0  # no longer as the index showed them
     more: bool = False  # stopped at its bound with ended leases left: the next run goes on
 
@@ -164,15 +181,6 @@ class ReapReport:
             "skipped": self.skipped,
             "more": self.more,
         }
-
-
-def _limits_of(wf: Workflow) -> _Limits:
-    defaults = job_settings()
-    return _Limits(
-        lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
-        max_attempts=wf.max_attempts or defaults.default_max_attempts,
-        capability_ids=list(wf.capability_ids),
-    )
 
 
 def is_error_result(result: Any) -> bool:
@@ -189,47 +197,65 @@ def _count(name: str) -> None:
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
+def ended_claim(job: Job, op_id: str | None, *, finished: bool) -> dict[str | tuple[str, ...], Any]:
+    """The updates that mark operation `op_id`'s claim as ended in the job's `claims`: `done`, and
+    `cancelled` unless it finished the job."""
+    index = job.claim_index(op_id) if op_id else None
+    return claim_ended_at(index, finished=finished)
+
+
+def claim_ended_at(index: int | None, *, finished: bool) -> dict[str | tuple[str, ...], Any]:
+    if index is None or index < 0:
+        return {}
+    updates: dict[str | tuple[str, ...], Any] = {(f"claims[{index}]", "done"): True}
+    if not finished:
+        updates[(f"claims[{index}]", "cancelled")] = True
+    return updates
+
+
 class ClaimService:
     def __init__(
         self,
-        store: ClaimStore,
+        jobs: JobStore,
+        operations: OperationStore,
         workflows: WorkflowLookup,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
-        self.store = store
+        self.jobs = jobs
+        self.operations = operations
         self.workflows = workflows
         self.clock = clock
         self.rng = rng or random.Random()
         self.new_id = new_id
-        self._limits: dict[str, _Limits | None] = {}
+        self._limits: dict[str, Limits | None] = {}
 
     # ------------------------------------------------------------------ registry
 
-    def _workflow_limits(self, workflow_id: str) -> _Limits | None:
+    def workflow_limits(self, workflow_id: str) -> Limits | None:
         """Lease, attempts and capabilities of a workflow (None when the registry no longer has it)."""
         if workflow_id not in self._limits:
             try:
-                wf: Workflow = self.workflows.get("workflow", workflow_id)
+                wf = self.workflows.workflow(workflow_id)
             except NotFoundError:
                 self._limits[workflow_id] = None
             else:
-                self._limits[workflow_id] = _limits_of(wf)
+                self._limits[workflow_id] = Limits.of(wf)
         return self._limits[workflow_id]
 
     def runnable_workflows(self, site: SiteRef) -> list[str]:
         """The ids of the registry's workflows this site has every capability for (one Query of
         the registry's small workflow partition), sorted."""
         runnable = []
-        for wf in self.workflows.list_all("workflow"):
-            limits = self._limits[wf.id] = _limits_of(wf)
+        for wf in self.workflows.workflows():
+            limits = self._limits[wf.id] = Limits.of(wf)
             if set(limits.capability_ids) <= site.capability_ids:
                 runnable.append(wf.id)
         return sorted(runnable)
 
-    def _require_runnable(self, workflow_id: str, site: SiteRef) -> _Limits:
-        limits = self._workflow_limits(workflow_id)
+    def _require_runnable(self, workflow_id: str, site: SiteRef) -> Limits:
+        limits = self.workflow_limits(workflow_id)
         if limits is None:
             raise ConflictError(
                 f"workflow '{workflow_id}' is no longer in the registry; its jobs cannot be claimed"
@@ -247,26 +273,26 @@ class ClaimService:
     def claim(self, job_id: str, site: SiteRef) -> ClaimOutcome:
         """Claim one job by id (POST /jobs/{id}:claim)."""
         for _ in range(CLAIM_ROUNDS):
-            job = self.store.get_job(job_id)
-            limits = self._require_runnable(job["workflow_id"], site)
+            job = self.jobs.get(job_id)
+            limits = self._require_runnable(job.workflow_id, site)
             now = self.clock()
-            if job["status"] == JobStatus.claimed:
-                if job["lease_expires_at"] >= iso(now):
-                    if job.get("site_id") == site.id:
-                        op = self.store.get_operation(job["operation_id"])
+            if job.status == JobStatus.claimed:
+                if (job.lease_expires_at or "") >= iso(now):
+                    if job.site_id == site.id and job.operation_id:
+                        op = self.operations.get(job.operation_id)
                         if op is not None:
-                            return ClaimOutcome(operation_from_item(op), created=False)
+                            return ClaimOutcome(op, created=False)
                     _count("ClaimConflicts")
                     raise ConflictError(
-                        f"job '{job_id}' is claimed by site '{job.get('site_id')}' until "
-                        f"{job['lease_expires_at']} (its lease); try again after that or claim another job"
+                        f"job '{job_id}' is claimed by site '{job.site_id}' until "
+                        f"{job.lease_expires_at} (its lease); try again after that or claim another job"
                     )
                 expired = self.expire_lease(job, now)
                 if expired is None:  # someone else expired or renewed it first: read again
                     _count("ClaimConflicts")
                     continue
                 job = expired
-            if job["status"] != JobStatus.pending:
+            if job.status != JobStatus.pending:
                 raise ConflictError(_not_claimable_message(job))
             operation = self._try_claim(job, site, limits, now)
             if operation is not None:
@@ -274,7 +300,7 @@ class ClaimService:
             _count("ClaimConflicts")  # the job changed between our read and our write: read again
         raise ConflictError(f"job '{job_id}' kept changing hands while claiming it; retry")
 
-    def claim_next(self, site: SiteRef, workflow_id: str | None = None) -> Operation | None:
+    def claim_next(self, site: SiteRef, workflow_id: str | None = None) -> OperationRecord | None:
         """Claim a claimable job this site may run (POST /jobs:claim), or None when there is none.
 
         Only the queues of the workflows the site may run are read (one workflow when named), each
@@ -288,7 +314,7 @@ class ClaimService:
         pages x tries).
         """
         if workflow_id is not None:
-            if self._workflow_limits(workflow_id) is None:
+            if self.workflow_limits(workflow_id) is None:
                 raise ValidationFailed(
                     f"workflow '{workflow_id}' does not exist", loc=["body", "workflow_id"]
                 )
@@ -300,7 +326,7 @@ class ClaimService:
             return None
         start = self.rng.randrange(len(workflows))
         for wf in workflows[start:] + workflows[:start]:
-            limits = self._workflow_limits(wf)
+            limits = self.workflow_limits(wf)
             if limits is None:
                 continue
             for queue in ("pending", "ended"):
@@ -310,25 +336,25 @@ class ClaimService:
         return None
 
     def _claim_from_queue(
-        self, site: SiteRef, workflow_id: str, queue: Queue, limits: _Limits
-    ) -> Operation | None:
+        self, site: SiteRef, workflow_id: str, queue: Queue, limits: Limits
+    ) -> OperationRecord | None:
         token: str | None = None
         for _ in range(CANDIDATE_PAGES):
-            page, token = self.store.queue_page(
+            page, token = self.jobs.queue_page(
                 workflow_id, queue, iso(self.clock()), CANDIDATE_PAGE, token, brief=True
             )
             self.rng.shuffle(page)
             for candidate in page[:TRIES_PER_PAGE]:
                 # The index lags the table: decide on a consistent read, and skip jobs taken meanwhile.
-                job = self.store.get_job(candidate["id"])
+                job = self.jobs.get(candidate.id)
                 now = self.clock()
-                if job["status"] == JobStatus.claimed and job.get("lease_expires_at", "") < iso(now):
+                if job.status == JobStatus.claimed and (job.lease_expires_at or "") < iso(now):
                     expired = self.expire_lease(job, now)
                     if expired is None:
                         _count("ClaimConflicts")
                         continue
                     job = expired
-                if job["status"] != JobStatus.pending:
+                if job.status != JobStatus.pending:
                     continue
                 operation = self._try_claim(job, site, limits, now)
                 if operation is not None:
@@ -338,105 +364,139 @@ class ClaimService:
                 break
         return None
 
-    def _try_claim(
-        self, job: dict[str, Any], site: SiteRef, limits: _Limits, now: datetime
-    ) -> Operation | None:
+    def _try_claim(self, job: Job, site: SiteRef, limits: Limits, now: datetime) -> OperationRecord | None:
         """One conditional claim of the pending `job` as read; None when it is no longer as read."""
-        attempts = int(job.get("attempts", 0))
+        attempt = job.attempts + 1
         lease_end = iso(now + timedelta(seconds=limits.lease_seconds))
         op_id = self.new_id()
-        claimed = {
-            **job,
-            "status": JobStatus.claimed.value,
+        claim = Claim(op_id=op_id, site_id=site.id)
+        changes: dict[str | tuple[str, ...], Any] = {
+            "status": JobStatus.claimed,
             "site_id": site.id,
             "operation_id": op_id,
             "lease_expires_at": lease_end,
-            "attempts": attempts + 1,
+            "attempts": attempt,
             "max_attempts": limits.max_attempts,
-            "claims": [*job.get("claims", []), {"op_id": op_id, "site_id": site.id}],
             "updated_at": iso(now),
         }
-        op_item = new_operation_item(
-            op_id=op_id,
-            job_key=job["job_key"],
+        claimed = job.model_copy(
+            update={**fields_of(changes), "claims": [*job.claims, claim], "version": job.version + 1}
+        )
+        operation = OperationRecord(
+            id=op_id,
+            job_id=job.id,
             site_id=site.id,
-            created_at=iso(now),
-            lease_expires_at=lease_end,
+            attempt=attempt,
+            claim_index=len(job.claims),
             lease_seconds=limits.lease_seconds,
             max_attempts=limits.max_attempts,
+            created_at=iso(now),
+            updated_at=iso(now),
+            expire_time=lease_end,
             metadata={
-                "job": job_from_item(claimed).model_dump(mode="json"),
+                "job": claimed.model_dump(mode="json"),
                 "site_id": site.id,
-                "attempt": attempts + 1,
+                "attempt": attempt,
                 "lease_expires_at": lease_end,
             },
         )
-        write = ClaimWrite(
-            job_key=job["job_key"],
-            workflow_id=job["workflow_id"],
-            site_id=site.id,
-            now=iso(now),
-            lease_expires_at=lease_end,
-            expect_attempts=attempts,
-            max_attempts=limits.max_attempts,
-            operation=op_item,
+        change = JobChange(
+            job=job,
+            expect={"status": JobStatus.pending, "version": job.version},
+            set=changes,
+            append_claims=(claim,),
+            transition=Transition(
+                events=[JobEvent.claimed],
+                at=iso(now),
+                by=site.id,
+                details={"operation_id": op_id, "attempt": attempt},
+            ),
+            new_operation=operation,
         )
-        if not self.store.start_claim(write) and not self._went_through(job["id"], op_id):
+        if not self.jobs.apply(change) and not self._went_through(job.id, op_id):
             return None
         _count("Claims")
         logger.info(
             "job claimed",
             extra={
-                "job_id": job["id"],
+                "job_id": job.id,
                 "operation_id": op_id,
                 "site_id": site.id,
-                "attempt": attempts + 1,
+                "attempt": attempt,
                 "lease_expires_at": lease_end,
             },
         )
-        return operation_from_item(op_item)
+        return operation
 
     def _went_through(self, job_id: str, op_id: str) -> bool:
         """After a failed claim: was it ours after all? (A first try went through and its answer
         was lost, and the retry was not recognised as the same request.) Otherwise the job stays
         claimed by an operation nobody knows until its lease ends."""
-        return self.store.get_job(job_id).get("operation_id") == op_id
+        return self.jobs.get(job_id).operation_id == op_id
 
     # ------------------------------------------------------------------ leases
 
-    def expire_lease(self, job: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    def expire_lease(self, job: Job, now: datetime) -> Job | None:
         """Expire the ended lease of `job` (as read: claimed, lease end before `now`).
 
         The attempt it used counts as failed, with reason `lease_expired`: the job is `pending`
-        again, or `failed` once it has used `max_attempts`; the holder's operation is closed with
-        that error, so nothing the holder sends changes the job any more. One transaction,
-        conditional on the job still holding that operation with that lease end (a heartbeat in
-        between wins). Returns the job as it now is, or None when it was no longer as read.
-        The claim paths and the lease reaper both call this, so one rule governs expiries.
+        again, or `failed` once it has used `max_attempts` (`cancelled`, when a cancel was asked);
+        the holder's operation is closed with that error, so nothing the holder sends changes the
+        job any more. One transaction, conditional on the job still holding that operation with that
+        lease end and version (a heartbeat or a cancel in between wins). Returns the job as it now
+        is, or None when it was no longer as read. The claim paths and the lease reaper both call
+        this, so one rule governs expiries.
         """
-        if job["status"] != JobStatus.claimed or not job.get("lease_expires_at", "") < iso(now):
+        lease_end = job.lease_expires_at
+        if job.status != JobStatus.claimed or not lease_end or not lease_end < iso(now):
             return None
-        op_id, holder, lease_end = job["operation_id"], job.get("site_id", ""), job["lease_expires_at"]
-        attempts = int(job.get("attempts", 0))
+        op_id, holder = job.operation_id, job.site_id or ""
         max_attempts = self._max_attempts_of(job)
-        status = JobStatus.failed if attempts >= max_attempts else JobStatus.pending
+        if job.cancel_requested:
+            status, events = JobStatus.cancelled, [JobEvent.lease_expired, JobEvent.cancelled]
+        elif job.attempts >= max_attempts:
+            status, events = JobStatus.failed, [JobEvent.lease_expired, JobEvent.failed]
+        else:
+            status, events = JobStatus.pending, [JobEvent.lease_expired]
         error = {
             "code": LEASE_EXPIRED,
             "message": f"the lease ended at {lease_end} without a heartbeat from site '{holder}'; "
-            f"attempt {attempts} of {max_attempts} counts as failed"
+            f"attempt {job.attempts} of {max_attempts} counts as failed"
             + ("; no attempts remain, the job failed" if status == JobStatus.failed else ""),
         }
-        expiry = ExpiryWrite(
-            job_key=job["job_key"],
-            workflow_id=job["workflow_id"],
-            op_id=op_id,
-            site_id=holder,
-            now=iso(now),
-            lease_expires_at=lease_end,
-            job_status=status,
-            error=error,
+        updates: dict[str | tuple[str, ...], Any] = {
+            "status": status,
+            "updated_at": iso(now),
+            "last_error": error,
+            **ended_claim(job, op_id, finished=False),
+        }
+        if status in FINISHED:
+            updates["finished_at"] = iso(now)
+        if status == JobStatus.failed:
+            updates["result"] = error
+        change = JobChange(
+            job=job,
+            expect={
+                "status": JobStatus.claimed,
+                "operation_id": op_id,
+                "lease_expires_at": lease_end,
+                "version": job.version,
+            },
+            set=updates,
+            remove=("lease_expires_at",),
+            transition=Transition(
+                events=events,
+                at=iso(now),
+                by="service",
+                details={"operation_id": op_id, "site_id": holder, "attempt": job.attempts},
+            ),
+            operation=OperationUpdate(
+                op_id=op_id or "",
+                site_id=holder,
+                set={"done": True, "result": error, "updated_at": iso(now)},
+            ),
         )
-        if not self.store.expire(expiry):
+        if not op_id or not self.jobs.apply(change):
             return None
         _count("LeasesExpired")
         if status == JobStatus.failed:
@@ -444,36 +504,32 @@ class ClaimService:
         logger.info(
             "lease expired",
             extra={
-                "job_id": job["id"],
+                "job_id": job.id,
                 "operation_id": op_id,
                 "site_id": holder,
-                "attempt": attempts,
+                "attempt": job.attempts,
                 "max_attempts": max_attempts,
                 "job_status": status.value,
             },
         )
-        after = {
-            **job,
-            "status": status.value,
-            "workflow_status": f"{job['workflow_id']}#{status.value}",
-            "queue_at": iso(now),
-            "updated_at": iso(now),
-            "last_error": error,
-        }
-        after.pop("lease_expires_at", None)
-        if status == JobStatus.failed:
-            after.update(result=error, finished_at=iso(now))
-        return after
+        return job.model_copy(
+            update={
+                **fields_of(updates),
+                "lease_expires_at": None,
+                "claims": _ended_claims(job, op_id, finished=False),
+                "version": job.version + 1,
+            }
+        )
 
-    def _max_attempts_of(self, job: dict[str, Any]) -> int:
+    def _max_attempts_of(self, job: Job) -> int:
         """The limit as of the job's last claim (kept on the job; on its operation for jobs claimed
         before the job kept it), else the workflow's, else the default."""
-        if job.get("max_attempts"):
-            return int(job["max_attempts"])
-        op = self.store.get_operation(job["operation_id"]) if job.get("operation_id") else None
-        if op is not None and op.get("max_attempts"):
-            return int(op["max_attempts"])
-        limits = self._workflow_limits(job["workflow_id"])
+        if job.max_attempts:
+            return job.max_attempts
+        op = self.operations.get(job.operation_id) if job.operation_id else None
+        if op is not None and op.max_attempts:
+            return op.max_attempts
+        limits = self.workflow_limits(job.workflow_id)
         return limits.max_attempts if limits else job_settings().default_max_attempts
 
     def expire_ended_leases(self, max_jobs: int = REAP_MAX_PER_RUN) -> ReapReport:
@@ -483,16 +539,18 @@ class ClaimService:
         token: str | None = None
         while report.seen < max_jobs:
             now = self.clock()
-            page, token = self.store.ended_leases(iso(now), min(REAP_PAGE, max_jobs - report.seen), token)
+            page, token = self.jobs.queue_page(
+                None, "ended", iso(now), min(REAP_PAGE, max_jobs - report.seen), token
+            )
             for job in page:
                 report.seen += 1
                 after = self.expire_lease(job, now)
                 if after is None:
                     report.skipped += 1  # renewed, finished or expired by a claim since the index saw it
-                elif after["status"] == JobStatus.failed:
-                    report.failed += 1
-                else:
+                elif after.status == JobStatus.pending:
                     report.pending += 1
+                else:
+                    report.failed += 1
             if not token or not page:
                 break
         report.more = bool(token) and report.seen >= max_jobs
@@ -500,91 +558,121 @@ class ClaimService:
 
     # ------------------------------------------------------------------ operations
 
-    def get_operation(self, op_id: str, site: SiteRef) -> Operation:
-        return operation_from_item(self._own_operation(op_id, site))
-
-    def _own_operation(self, op_id: str, site: SiteRef) -> dict[str, Any]:
-        op = self.store.get_operation(op_id)
+    def own_operation(self, op_id: str, site: SiteRef) -> OperationRecord:
+        op = self.operations.get(op_id)
         if op is None:
             raise NotFoundError(f"operation '{op_id}' does not exist")
-        if op["site_id"] != site.id:
+        if op.site_id != site.id:
             raise ForbiddenError(f"operation '{op_id}' belongs to another site")
         return op
 
-    def update_operation(self, op_id: str, site: SiteRef, patch: OperationPatch) -> Operation:
+    def update_operation(self, op_id: str, site: SiteRef, report: Report) -> OperationRecord:
         """PATCH /operations/{id}: a heartbeat, and with `done: true` the end of the job's attempt."""
-        op = self._own_operation(op_id, site)
-        metadata = self._metadata_changes(op, patch)
-        if patch.done is not True and "result" in patch.model_fields_set and patch.result is not None:
+        op = self.own_operation(op_id, site)
+        metadata = self._metadata_changes(op, report)
+        if report.done is not True and report.result_sent and report.result is not None:
             raise ValidationFailed(
                 'a result ends the operation: send it with "done": true', loc=["body", "result"]
             )
-        if op.get("done"):
+        if op.done:
             raise ConflictError(_finished_message(op))
         now = self.clock()
-        job_id = op["metadata"]["job"]["id"]
-        workflow_id = op["metadata"]["job"]["workflow"]["id"]
-        base = {"job_key": op["job_key"], "op_id": op_id, "site_id": site.id, "workflow_id": workflow_id}
-        if patch.done:
-            attempt = int(op["metadata"].get("attempt", 1))
-            max_attempts = int(op.get("max_attempts") or job_settings().default_max_attempts)
-            error = patch.result if is_error_result(patch.result) else None
-            if error is not None:
-                status = JobStatus.pending if attempt < max_attempts else JobStatus.failed
-            else:
-                status = JobStatus.done
-            write = OperationWrite(
-                **base, now=iso(now), metadata=metadata, job_status=status, result=patch.result, error=error
+        job = _job_of(op)
+        op_updates: dict[str | tuple[str, ...], Any] = {("metadata", k): v for k, v in metadata.items()}
+        op_updates["updated_at"] = iso(now)
+        if not report.done:
+            lease_end = iso(now + timedelta(seconds=op.lease_seconds or job_settings().default_lease_seconds))
+            op_updates.update({("metadata", "lease_expires_at"): lease_end, "expire_time": lease_end})
+            change = JobChange(
+                job=job,
+                expect={"status": JobStatus.claimed, "operation_id": op_id},
+                set={"lease_expires_at": lease_end, "updated_at": iso(now)},
+                operation=OperationUpdate(op_id=op_id, site_id=site.id, set=op_updates, live_holder=True),
+                site_data=True,
             )
+            if not self.jobs.apply(change):
+                raise ConflictError(self._fenced_message(op_id))
+            logger.debug(
+                "operation heartbeat",
+                extra={
+                    "job_id": job.id,
+                    "operation_id": op_id,
+                    "site_id": site.id,
+                    "lease_expires_at": lease_end,
+                },
+            )
+            return self.own_operation(op_id, site)
+        error = report.result if is_error_result(report.result) else None
+        cancel_requested = bool(op.metadata.get("cancel_requested"))
+        if error is None:
+            status, event = JobStatus.done, JobEvent.done
+        elif cancel_requested:
+            status, event = JobStatus.cancelled, JobEvent.cancelled
+        elif op.attempt < op.max_attempts:
+            status, event = JobStatus.pending, JobEvent.attempt_failed
         else:
-            lease_end = iso(now + timedelta(seconds=int(op.get("lease_seconds") or 0) or _default_lease()))
-            write = OperationWrite(**base, now=iso(now), metadata=metadata, lease_expires_at=lease_end)
-        if not self.store.apply(write):
+            status, event = JobStatus.failed, JobEvent.failed
+        updates: dict[str | tuple[str, ...], Any] = {
+            "status": status,
+            "updated_at": iso(now),
+            **claim_ended_at(op.claim_index, finished=status == JobStatus.done),
+        }
+        if status in FINISHED:
+            updates["finished_at"] = iso(now)
+        if status in (JobStatus.done, JobStatus.failed):
+            updates["result"] = report.result
+        if error is not None:
+            updates["last_error"] = error
+        op_updates.update({"done": True, "result": report.result})
+        change = JobChange(
+            job=job,
+            expect={"status": JobStatus.claimed, "operation_id": op_id},
+            set=updates,
+            remove=("lease_expires_at",),
+            transition=Transition(
+                events=[event],
+                at=iso(now),
+                by=site.id,
+                details={"operation_id": op_id, "attempt": op.attempt},
+            ),
+            operation=OperationUpdate(op_id=op_id, site_id=site.id, set=op_updates, live_holder=True),
+            site_data=True,
+        )
+        if not self.jobs.apply(change):
             raise ConflictError(self._fenced_message(op_id))
-        log = {"job_id": job_id, "operation_id": op_id, "site_id": site.id}
-        if write.job_status is None:
-            logger.debug("operation heartbeat", extra={**log, "lease_expires_at": write.lease_expires_at})
-        elif write.job_status == JobStatus.done:
+        log = {"job_id": job.id, "operation_id": op_id, "site_id": site.id}
+        if status == JobStatus.done:
             _count("JobsDone")
             logger.info("job done", extra=log)
-        elif write.job_status == JobStatus.pending:
+        elif status == JobStatus.pending:
             _count("JobsRetried")
-            logger.info("job failed this attempt and is pending again", extra={**log, "error": patch.result})
+            logger.info("job failed this attempt and is pending again", extra={**log, "error": error})
+        elif status == JobStatus.cancelled:
+            _count("JobsCancelled")
+            logger.info("job cancelled: its holder stopped", extra={**log, "error": error})
         else:
             _count("JobsFailed")
-            logger.info("job failed for good", extra={**log, "error": patch.result})
-        return self.get_operation(op_id, site)
+            logger.info("job failed for good", extra={**log, "error": error})
+        return self.own_operation(op_id, site)
 
-    def release(self, job_id: str, site: SiteRef) -> Operation:
+    def release(self, job_id: str, site: SiteRef) -> OperationRecord:
         """POST /jobs/{id}:release: the holder gives the job back; its operation ends cancelled."""
-        job = self.store.get_job(job_id)
-        if job["status"] != JobStatus.claimed:
-            raise ConflictError(
-                f"job '{job_id}' is {job['status']}, not claimed; there is nothing to release"
-            )
-        if job.get("site_id") != site.id:
+        job = self.jobs.get(job_id)
+        if job.status != JobStatus.claimed:
+            raise ConflictError(f"job '{job_id}' is {job.status}, not claimed; there is nothing to release")
+        if job.site_id != site.id:
             raise ForbiddenError(f"job '{job_id}' is claimed by another site; only the holder may release it")
-        op_id = job["operation_id"]
-        write = OperationWrite(
-            job_key=job["job_key"],
-            op_id=op_id,
-            site_id=site.id,
-            workflow_id=job["workflow_id"],
-            now=iso(self.clock()),
-            metadata={"cancelled": True},
-            job_status=JobStatus.pending,
-            result=None,
-            give_back_attempt=True,  # handing work back is not failing it
-        )
-        if not self.store.apply(write):
+        op_id = job.operation_id or ""
+        if not self.jobs.apply(release_change(job, self.clock(), by=site.id)):
             raise ConflictError(self._fenced_message(op_id))
         logger.info("job released", extra={"job_id": job_id, "operation_id": op_id, "site_id": site.id})
-        return self.get_operation(op_id, site)
+        return self.own_operation(op_id, site)
 
-    def _metadata_changes(self, op: dict[str, Any], patch: OperationPatch) -> dict[str, Any]:
+    def _metadata_changes(self, op: OperationRecord, report: Report) -> dict[str, Any]:
         """What a PATCH adds to the operation's metadata (shallow merge), after the rules."""
+        body = {"done": report.done, "result": report.result, "metadata": report.metadata}
         try:
-            size = len(json.dumps(patch.model_dump(), default=str, allow_nan=False))
+            size = len(json.dumps(body, default=str, allow_nan=False))
         except ValueError as exc:
             raise ValidationFailed("NaN and Infinity are not JSON; send numbers, strings or null") from exc
         if size > MAX_PATCH_BYTES:
@@ -592,9 +680,8 @@ class ClaimService:
                 f"the PATCH body is {size} bytes; keep result and metadata under {MAX_PATCH_BYTES} bytes "
                 "and store large outputs as objects (POST /objects), referring to them by id"
             )
-        changes = dict(patch.metadata or {})
-        current = op.get("metadata") or {}
-        changed = sorted(k for k in IMMUTABLE_METADATA if k in changes and changes[k] != current.get(k))
+        changes = dict(report.metadata or {})
+        changed = sorted(k for k in IMMUTABLE_METADATA if k in changes and changes[k] != op.metadata.get(k))
         if changed:
             raise ValidationFailed(
                 f"metadata keys {', '.join(changed)} are set by the service and cannot change",
@@ -612,30 +699,73 @@ class ClaimService:
         return changes
 
     def _fenced_message(self, op_id: str) -> str:
-        op = self.store.get_operation(op_id)
-        if op is not None and op.get("done"):
+        op = self.operations.get(op_id)
+        if op is not None and op.done:
             return _finished_message(op)
         return f"operation '{op_id}' no longer holds its job (its lease ended and the job moved on)"
 
 
-def _not_claimable_message(job: dict[str, Any]) -> str:
-    message = f"job '{job['id']}' is {job['status']}; it cannot be claimed"
-    error = job.get("last_error")
-    if job["status"] == JobStatus.failed and isinstance(error, dict) and error.get("code"):
+def release_change(job: Job, now: datetime, by: str) -> JobChange:
+    """The claimed `job` handed back by its holder (or an operator): `pending` again with the
+    attempt given back (`cancelled`, when a cancel was asked), the operation done and cancelled."""
+    op_id = job.operation_id or ""
+    status = JobStatus.cancelled if job.cancel_requested else JobStatus.pending
+    events = [JobEvent.released] + ([JobEvent.cancelled] if status == JobStatus.cancelled else [])
+    updates: dict[str | tuple[str, ...], Any] = {
+        "status": status,
+        "updated_at": iso(now),
+        **ended_claim(job, op_id, finished=False),
+    }
+    if status == JobStatus.cancelled:
+        updates["finished_at"] = iso(now)
+    return JobChange(
+        job=job,
+        expect={"status": JobStatus.claimed, "operation_id": op_id},
+        set=updates,
+        remove=("lease_expires_at",),
+        increment={"attempts": -1},  # handing work back is not failing it
+        transition=Transition(events=events, at=iso(now), by=by, details={"operation_id": op_id}),
+        operation=OperationUpdate(
+            op_id=op_id,
+            site_id=job.site_id or "",
+            set={"done": True, "result": None, ("metadata", "cancelled"): True, "updated_at": iso(now)},
+        ),
+    )
+
+
+def fields_of(updates: dict[str | tuple[str, ...], Any]) -> dict[str, Any]:
+    """The top-level fields of a change's updates (paths into lists left out)."""
+    return {k: v for k, v in updates.items() if isinstance(k, str)}
+
+
+def _job_of(op: OperationRecord) -> Job:
+    """The job an operation is about, enough to address it (its snapshot taken at the claim)."""
+    return Job.model_validate(op.metadata["job"])
+
+
+def _ended_claims(job: Job, op_id: str | None, *, finished: bool) -> list[Claim]:
+    return [
+        c.model_copy(update={"done": True, "cancelled": c.cancelled or not finished})
+        if c.op_id == op_id
+        else c
+        for c in job.claims
+    ]
+
+
+def _not_claimable_message(job: Job) -> str:
+    message = f"job '{job.id}' is {job.status}; it cannot be claimed"
+    error = job.last_error
+    if job.status == JobStatus.failed and isinstance(error, dict) and error.get("code"):
         message += f" (its last attempt ended with {error['code']}: {error.get('message')})"
+    if job.status in FINISHED:
+        message += "; an operator may rerun it (jobtriggers jobs rerun)"
     return message
 
 
-def _default_lease() -> int:
-    return job_settings().default_lease_seconds
-
-
-def _finished_message(op: dict[str, Any]) -> str:
-    result = op.get("result")
+def _finished_message(op: OperationRecord) -> str:
+    result = op.result
     if isinstance(result, dict) and result.get("code") == LEASE_EXPIRED:
-        return (
-            f"operation '{op['id']}' is finished: {result.get('message')}; nothing it sends changes the job"
-        )
-    if (op.get("metadata") or {}).get("cancelled"):
-        return f"operation '{op['id']}' is finished: the job was released"
-    return f"operation '{op['id']}' is finished (done); it cannot be changed"
+        return f"operation '{op.id}' is finished: {result.get('message')}; nothing it sends changes the job"
+    if op.metadata.get("cancelled"):
+        return f"operation '{op.id}' is finished: the job was released"
+    return f"operation '{op.id}' is finished (done); it cannot be changed"

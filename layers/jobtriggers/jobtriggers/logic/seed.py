@@ -246,10 +246,10 @@ def sync_registry(
     new link); backfill is conditional puts, so a repeat costs reads but makes nothing twice.
 
     The backfill starts `backfill_delay_seconds` after the triggers were written: a warm
-    TriggerResolver may resolve tags with a trigger set read just before the write for up to
+    TriggerEngine may resolve tags with a trigger set read just before the write for up to
     TRIGGER_CACHE_SECONDS, and those tags must be in the object-type index (which lags its table)
     by the time the backfill reads it (docs/architecture.md, "A new trigger and a tag at the same
-    time"). Pass 0 only where no TriggerResolver can be running (nothing can have read the set).
+    time"). Pass 0 only where no TriggerEngine can be running (nothing can have read the set).
     """
     diff = apply_registry(registry, store, progress)
     written_at = clock()

@@ -4,7 +4,7 @@ Every write is a conditional put on the job's key `workflow#object`, so a redeli
 types that trigger the same workflow, and a backfill racing the stream all end in one job.
 
 No tag falls between the stream and the backfill of a new trigger (docs/architecture.md, "A new
-trigger and a tag at the same time"): TriggerResolver reads the whole trigger set strongly
+trigger and a tag at the same time"): TriggerEngine reads the whole trigger set strongly
 consistent and trusts it for TRIGGER_CACHE_SECONDS at most, and a seed load starts a new trigger's
 backfill BACKFILL_DELAY_SECONDS after writing it, by which time every tag the resolver may have
 resolved without it is in the object-type index the backfill reads.
@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from jobtriggers.dal.jobs import new_job_item
-from jobtriggers.dal.tables import from_item
+from jobtriggers.dal.dynamo import from_item
 from jobtriggers.logic.stream_batch import OrderedBatchResult
-from jobtriggers.models import ObjectTypeAssignment, Trigger, iso, utcnow
+from jobtriggers.models import (
+    Job,
+    JobEvent,
+    ObjectTypeAssignment,
+    Transition,
+    Trigger,
+    iso,
+    utcnow,
+)
 from jobtriggers.observability import logger, metrics
 
-# How long a warm TriggerResolver uses the trigger set it read before reading it again. Short: the
+# How long a warm TriggerEngine uses the trigger set it read before reading it again. Short: the
 # read is one small Query, and a new trigger's backfill waits this long (and the margin below).
 TRIGGER_CACHE_SECONDS = 1.0
 # How far the object-type index (a GSI: eventually consistent) may lag its table, assumed. GSIs
@@ -81,7 +88,7 @@ class TriggerSet:
 
 
 class JobWriter(Protocol):
-    def create_if_absent(self, item: dict[str, Any]) -> bool: ...
+    def create(self, job: Job, transition: Transition) -> bool: ...
 
 
 class TaggedObjects(Protocol):
@@ -116,7 +123,7 @@ def assignment_from_stream_record(record: Mapping[str, Any]) -> ObjectTypeAssign
     return ObjectTypeAssignment.model_validate(from_item(image))
 
 
-class TriggerResolver:
+class TriggerEngine:
     """Turns assignments into jobs. Ports are injected so unit tests use in-memory fakes."""
 
     def __init__(self, triggers: TriggerLookup, jobs: JobWriter, clock: Callable[[], Any] = utcnow) -> None:
@@ -125,13 +132,14 @@ class TriggerResolver:
         self.clock = clock
 
     def put_job(self, trigger: Trigger, object_id: str, tagged_at: str | None) -> tuple[str, bool]:
-        item = new_job_item(trigger.workflow_id, object_id, trigger.id, iso(self.clock()))
-        item["tagged_at"] = tagged_at
-        created = self.jobs.create_if_absent(item)
-        # Keys go on each line (not logger.append_keys): the local runtime runs the stream and the
-        # API in one process, and appended keys are shared by every thread.
+        now = iso(self.clock())
+        job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at)
+        created = self.jobs.create(
+            job,
+            Transition(events=[JobEvent.created], at=now, by="service", details={"trigger_id": trigger.id}),
+        )
         log = {
-            "job_id": item["id"],
+            "job_id": job.id,
             "workflow_id": trigger.workflow_id,
             "object_id": object_id,
             "object_type_id": trigger.object_type_id,
@@ -140,7 +148,7 @@ class TriggerResolver:
             logger.info("job created", extra={**log, "trigger_id": trigger.id})
         else:
             logger.debug("job already present", extra=log)
-        return item["id"], created
+        return job.id, created
 
     def resolve(self, assignment: ObjectTypeAssignment) -> Resolution:
         out = Resolution()
@@ -188,9 +196,6 @@ class TriggerResolver:
             extra={"trigger_id": trigger.id, "objects": seen, "jobs_created": len(out.created)},
         )
         return out
-
-    def reconcile(self, triggers: Iterable[Trigger], objects: TaggedObjects) -> dict[str, Resolution]:
-        return {t.id: self.backfill(t, objects) for t in triggers}
 
 
 def record_resolution_metrics(out: Resolution) -> None:

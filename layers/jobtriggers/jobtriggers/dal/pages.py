@@ -1,7 +1,8 @@
-"""boto3 clients, item (de)serialisation, ClientError translation and opaque page tokens.
+"""Queries a page at a time, and the opaque page tokens that continue them. Never a Scan.
 
-boto3 finds a local DynamoDB through AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL_DYNAMODB_STREAMS,
-so nothing here knows whether it talks to AWS or to the local runtime.
+A page token is the Query's LastEvaluatedKey plus a fingerprint of the query it belongs to, base64:
+stateless, and refused (400) for any other query. Tokens are not signed, so the key one carries is
+checked for shape and size before it reaches the store.
 """
 
 from __future__ import annotations
@@ -11,109 +12,13 @@ import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from decimal import Decimal
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
-import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.errors import BadRequestError, JobTriggersError, RetryableStoreError, ValidationFailed
+from jobtriggers.dal.dynamo import dynamodb, error_code, from_item, raise_store_error, to_attr
+from jobtriggers.errors import BadRequestError, ValidationFailed
 from jobtriggers.models import PARTITION_KEY_MAX_BYTES, SORT_KEY_MAX_BYTES
-from jobtriggers.settings import TableNames, table_names
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-
-# Throttling and transient faults are retried by botocore (standard mode, jittered backoff);
-# what is left after that surfaces as RetryableStoreError.
-_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=3,
-    read_timeout=10,
-    max_pool_connections=64,
-)
-
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-@lru_cache(maxsize=1)
-def dynamodb() -> DynamoDBClient:
-    """One client per process (reused across Lambda invocations)."""
-    return boto3.client("dynamodb", config=_CONFIG)
-
-
-def reset_clients() -> None:
-    """Tests and the local runtime change endpoints; they call this after."""
-    dynamodb.cache_clear()
-
-
-def tables() -> TableNames:
-    return table_names()
-
-
-def _to_dynamo_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {k: _to_dynamo_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_dynamo_value(v) for v in value]
-    return value
-
-
-def _from_dynamo_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo_value(v) for k, v in value.items()}
-    if isinstance(value, list | set):
-        return [_from_dynamo_value(v) for v in value]
-    return value
-
-
-def to_item(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain dict (None values dropped) as a DynamoDB item."""
-    return {k: _serializer.serialize(_to_dynamo_value(v)) for k, v in data.items() if v is not None}
-
-
-def to_attr(value: Any) -> Any:
-    return _serializer.serialize(_to_dynamo_value(value))
-
-
-def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def raise_store_error(exc: Exception, action: str) -> NoReturn:
-    """Turn a boto error into a domain exception; callers handle ConditionalCheckFailed themselves."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        if code in RETRYABLE_CODES:
-            raise RetryableStoreError(f"the store is busy ({code}) while trying to {action}; retry") from exc
-        raise JobTriggersError(f"store error {code} while trying to {action}") from exc
-    if isinstance(exc, BotoCoreError):
-        raise RetryableStoreError(f"the store could not be reached while trying to {action}; retry") from exc
-    raise exc
-
 
 # --------------------------------------------------------------------------- page tokens
 
@@ -215,6 +120,7 @@ def query_page(
     filter_expression: str | None = None,
     projection: Sequence[str] | None = None,
     moving_values: Collection[str] = (),
+    consistent: bool = False,
     action: str,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One Query page, with an opaque token for the next. Never a Scan.
@@ -236,6 +142,8 @@ def query_page(
         "Limit": limit,
         "ScanIndexForward": forward,
     }
+    if consistent:
+        kwargs["ConsistentRead"] = True
     if names:
         kwargs["ExpressionAttributeNames"] = names
     if projection:
@@ -270,6 +178,7 @@ def query_all(
     index: str | None = None,
     action: str,
     page_size: int = 500,
+    consistent: bool = False,
 ) -> list[dict[str, Any]]:
     """Every item a Query matches (for small, bounded result sets such as a type's triggers)."""
     out: list[dict[str, Any]] = []
@@ -283,6 +192,7 @@ def query_all(
             index=index,
             limit=page_size,
             page_token=token,
+            consistent=consistent,
             action=action,
         )
         out.extend(items)

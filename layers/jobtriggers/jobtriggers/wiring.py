@@ -1,0 +1,104 @@
+"""The composition root: the one place that builds the services from their stores, for the Lambda
+handlers, the CLI, the job board and the local runtime alike. Nothing else constructs a service
+with its repositories, so changing what backs a port is a change here.
+
+Each builder imports what it builds when called: a handler that builds only the trigger engine
+does not pay, at cold start, for the claims, the tokens or the objects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.jobs import JobRepository
+    from jobtriggers.dal.objects import ObjectRepository
+    from jobtriggers.dal.operations import OperationRepository
+    from jobtriggers.dal.registry import RegistryRepository
+    from jobtriggers.dal.sites import SiteRepository
+    from jobtriggers.logic.claims import ClaimService
+    from jobtriggers.logic.lifecycle import JobSteering
+    from jobtriggers.logic.objects import ObjectTagger
+    from jobtriggers.logic.tokens import TokenService
+    from jobtriggers.logic.triggering import TriggerEngine
+
+
+def registry() -> RegistryRepository:
+    from jobtriggers.dal.registry import RegistryRepository
+
+    return RegistryRepository()
+
+
+def sites() -> SiteRepository:
+    from jobtriggers.dal.sites import SiteRepository
+
+    return SiteRepository()
+
+
+def jobs() -> JobRepository:
+    from jobtriggers.dal.jobs import JobRepository
+
+    return JobRepository()
+
+
+def operations() -> OperationRepository:
+    from jobtriggers.dal.operations import OperationRepository
+
+    return OperationRepository()
+
+
+def assignments() -> AssignmentRepository:
+    from jobtriggers.dal.assignments import AssignmentRepository
+
+    return AssignmentRepository()
+
+
+def claim_service() -> ClaimService:
+    from jobtriggers.logic.claims import ClaimService
+
+    return ClaimService(jobs(), operations(), registry())
+
+
+def job_steering() -> JobSteering:
+    from jobtriggers.logic.lifecycle import JobSteering
+
+    return JobSteering(jobs())
+
+
+def stream_trigger_engine() -> TriggerEngine:
+    """What the object-type stream runs: the trigger set read whole and strongly consistent, kept a
+    second in the warm Lambda (logic/triggering.py says why)."""
+    from jobtriggers.logic.triggering import TriggerEngine, TriggerSet
+
+    return TriggerEngine(TriggerSet(registry().all_triggers), jobs())
+
+
+def backfill_engine() -> TriggerEngine:
+    """What a seed load, the seeder and a reconcile run: backfills read each trigger's type index."""
+    from jobtriggers.logic.triggering import TriggerEngine
+
+    return TriggerEngine(registry(), jobs())
+
+
+def objects() -> ObjectRepository:
+    from jobtriggers.dal.objects import ObjectRepository
+
+    return ObjectRepository()
+
+
+def object_tagger() -> ObjectTagger:
+    from jobtriggers.logic.objects import ObjectTagger
+
+    return ObjectTagger(objects(), assignments(), registry())
+
+
+def token_service() -> TokenService:
+    """A TokenService on the configured sites table and signing key (cheap to build: the settings
+    and the Secrets Manager value are cached where they are read)."""
+    from jobtriggers.dal.secrets import signing_key
+    from jobtriggers.logic.tokens import TokenService
+    from jobtriggers.settings import token_settings
+
+    settings = token_settings()
+    return TokenService(sites(), lambda: signing_key(settings), settings)
