@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from jobtriggers.dal.dynamo import dynamodb, error_code, raise_store_error, to_item
+from jobtriggers.dal.dynamo import to_item, transact
+from jobtriggers.dal.objects import object_pk
 from jobtriggers.dal.pages import query_all, query_page
 from jobtriggers.errors import ConflictError, NotFoundError
 from jobtriggers.models import ObjectTypeAssignment, iso, utcnow
@@ -53,7 +52,7 @@ class AssignmentRepository:
         return {
             "ConditionCheck": {
                 "TableName": self.objects_table,
-                "Key": to_item({"pk": f"object#{object_id}"}),
+                "Key": to_item({"pk": object_pk(object_id)}),
                 "ConditionExpression": "attribute_exists(pk)",
             }
         }
@@ -89,16 +88,8 @@ class AssignmentRepository:
         actions = [self._object_exists_check(object_id)]
         actions += [self._put(object_id, t, by, now) for t in add]
         actions += [self._delete(object_id, t) for t in remove]
-        try:
-            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                reasons = exc.response.get("CancellationReasons", [])
-                codes = [r.get("Code") for r in reasons]
-                if codes and codes[0] == "ConditionalCheckFailed":
-                    raise NotFoundError(f"object '{object_id}' does not exist") from exc
-                if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
-                    raise ConflictError(f"the types of object '{object_id}' changed concurrently") from exc
-            raise_store_error(exc, f"change the types of object {object_id}")
-        except BotoCoreError as exc:
-            raise_store_error(exc, f"change the types of object {object_id}")
+        done = transact(actions, action=f"change the types of object {object_id}")
+        if done.failed_at(0):
+            raise NotFoundError(f"object '{object_id}' does not exist")
+        if not done:
+            raise ConflictError(f"the types of object '{object_id}' changed concurrently")

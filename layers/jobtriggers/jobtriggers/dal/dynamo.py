@@ -230,6 +230,8 @@ class Transacted:
 
     applied: bool
     reasons: list[str] = field(default_factory=list)
+    # Per item, what it held when its condition failed (items put with ReturnValuesOnConditionCheckFailure).
+    old_items: list[dict[str, Any] | None] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.applied
@@ -275,14 +277,18 @@ def transact(
             if site_data and error_code(exc) == "ValidationException":
                 message = exc.response.get("Error", {}).get("Message", "")
                 raise ValidationFailed(
-                    f"the store cannot keep this result or metadata: {message}", loc=["body"]
+                    f"the store cannot keep what was sent: {message}", loc=["body"]
                 ) from exc
             if error_code(exc) != "TransactionCanceledException":
                 raise_store_error(exc, action)
             per_item = cancellation_reasons(exc)
             reasons = set(per_item) - {"None"}
             if not reasons or "ConditionalCheckFailed" in reasons:
-                return Transacted(False, per_item)
+                old = [
+                    from_item(r["Item"]) if r.get("Item") else None
+                    for r in exc.response.get("CancellationReasons", [])
+                ]
+                return Transacted(False, per_item, old)
             if reasons <= {"TransactionConflict"}:
                 if attempt < CONFLICT_RETRIES:
                     sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * 2**attempt))

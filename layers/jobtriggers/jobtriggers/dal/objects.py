@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from jobtriggers.dal.dynamo import dynamodb, error_code, from_item, raise_store_error, to_item
+from jobtriggers.dal.dynamo import Transacted, get_item, to_item, transact
 from jobtriggers.errors import ConflictError, NotFoundError, ValidationFailed
 from jobtriggers.models import Checksum, DrsObject
 from jobtriggers.settings import table_names
@@ -25,6 +23,36 @@ def checksum_pk(checksum: Checksum) -> str:
     return f"checksum#{checksum.type}#{checksum.checksum}"
 
 
+def object_puts(obj: DrsObject, table: str) -> list[dict[str, Any]]:
+    """The transaction items that create `obj`: the object and one guard per checksum, each only if
+    absent (the object first: cancellation reasons are read by position)."""
+    doc = obj.model_dump(mode="json", exclude={"types"})
+    try:
+        item = to_item({"pk": object_pk(obj.id), **doc})
+    except (TypeError, ArithmeticError) as exc:  # numbers DynamoDB cannot keep
+        raise ValidationFailed(
+            "the store cannot keep a number in this object: use numbers of at most 38 significant "
+            "digits (exponent -130 to 125), or strings",
+            loc=["body"],
+        ) from exc
+    puts: list[dict[str, Any]] = [
+        {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+    ]
+    for c in obj.checksums:
+        guard = {"pk": checksum_pk(c), "object_id": obj.id, "type": c.type, "checksum": c.checksum}
+        puts.append(
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": to_item(guard),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            }
+        )
+    return puts
+
+
 class ObjectRepository:
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or table_names().objects_table
@@ -35,86 +63,32 @@ class ObjectRepository:
         ConflictError names the object id that exists already, or the checksum that another
         object (named too) carries.
         """
-        doc = obj.model_dump(mode="json", exclude={"types"})
-        try:
-            item = to_item({"pk": object_pk(obj.id), **doc})
-        except (TypeError, ArithmeticError) as exc:  # boto3 refuses numbers DynamoDB cannot keep
-            raise ValidationFailed(
-                "the store cannot keep a number in this object: use numbers of at most 38 significant "
-                "digits (exponent -130 to 125), or strings",
-                loc=["body"],
-            ) from exc
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-        ]
-        for c in obj.checksums:
-            guard = {"pk": checksum_pk(c), "object_id": obj.id, "type": c.type, "checksum": c.checksum}
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": to_item(guard),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                }
-            )
-        try:
-            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                self._raise_conflict(obj, exc)
-            if error_code(exc) == "ValidationException":  # what the site sent, e.g. over 400 KB
-                message = exc.response.get("Error", {}).get("Message", "")
-                raise ValidationFailed(f"the store cannot keep this object: {message}", loc=["body"]) from exc
-            raise_store_error(exc, f"create object {obj.id}")
-        except BotoCoreError as exc:
-            raise_store_error(exc, f"create object {obj.id}")
+        done = transact(object_puts(obj, self.table), action=f"create object {obj.id}", site_data=True)
+        if not done:
+            self._raise_conflict(obj, done)
 
-    def _raise_conflict(self, obj: DrsObject, exc: ClientError) -> None:
+    def _raise_conflict(self, obj: DrsObject, cancelled: Transacted) -> None:
         """Turn the transaction's cancellation reasons into a 409 that names what clashed."""
-        reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
-        codes = [r.get("Code") for r in reasons]
-        if codes and codes[0] == "ConditionalCheckFailed":
-            raise ConflictError(f"object '{obj.id}' already exists", object_id=obj.id) from exc
-        for reason, checksum in zip(reasons[1:], obj.checksums, strict=False):
-            if reason.get("Code") != "ConditionalCheckFailed":
+        if cancelled.failed_at(0):
+            raise ConflictError(f"object '{obj.id}' already exists", object_id=obj.id)
+        for position, checksum in enumerate(obj.checksums, start=1):
+            if not cancelled.failed_at(position):
                 continue
-            owner = from_item(reason["Item"]).get("object_id") if reason.get("Item") else None
-            owner = owner or self._checksum_owner(checksum)
+            old = cancelled.old_items[position] if position < len(cancelled.old_items) else None
+            owner = (old or {}).get("object_id") or self._checksum_owner(checksum)
             raise ConflictError(
                 f"checksum {checksum.type}:{checksum.checksum} belongs to object '{owner}' already",
                 object_id=owner,
-            ) from exc
-        if "TransactionConflict" in codes:
-            raise ConflictError(
-                f"object '{obj.id}' or one of its checksums is being created concurrently; retry"
-            ) from exc
+            )
+        raise ConflictError(f"object '{obj.id}' or one of its checksums changed concurrently; retry")
 
     def _checksum_owner(self, checksum: Checksum) -> str | None:
-        try:
-            resp = dynamodb().get_item(
-                TableName=self.table, Key=to_item({"pk": checksum_pk(checksum)}), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, "read a checksum guard")
-        return from_item(resp["Item"]).get("object_id") if "Item" in resp else None
+        guard = get_item(self.table, {"pk": checksum_pk(checksum)}, "read a checksum guard")
+        return guard.get("object_id") if guard else None
 
     def get(self, object_id: str) -> DrsObject:
-        try:
-            resp = dynamodb().get_item(
-                TableName=self.table, Key=to_item({"pk": object_pk(object_id)}), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, f"read object {object_id}")
-        if "Item" not in resp:
+        item = get_item(self.table, {"pk": object_pk(object_id)}, f"read object {object_id}")
+        if item is None:
             raise NotFoundError(f"object '{object_id}' does not exist")
-        item = from_item(resp["Item"])
         item.pop("pk", None)
         return DrsObject.model_validate(item)

@@ -14,22 +14,26 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.dal.dynamo import dynamodb, error_code, from_item, raise_store_error, to_attr, to_item
+from jobtriggers.dal.dynamo import (
+    dynamodb,
+    from_item,
+    get_item,
+    raise_store_error,
+    to_attr,
+    to_item,
+    transact,
+)
 from jobtriggers.errors import ConflictError, NotFoundError
 from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site, iso, utcnow
 from jobtriggers.settings import table_names
 
 
 def site_key(site_id: str) -> dict[str, Any]:
-    return to_item({"pk": f"site#{site_id}"})
+    return {"pk": f"site#{site_id}"}
 
 
 def client_key(client_id: str) -> dict[str, Any]:
-    return to_item({"pk": f"client#{client_id}"})
-
-
-def _cancellation_codes(exc: ClientError) -> list[str | None]:
-    return [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+    return {"pk": f"client#{client_id}"}
 
 
 class SiteRepository:
@@ -58,33 +62,20 @@ class SiteRepository:
             }
             for item in (site_item, client_item)
         ]
-        try:
-            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                codes = _cancellation_codes(exc)
-                if codes and codes[0] == "ConditionalCheckFailed":
-                    raise ConflictError(
-                        f"site '{site.id}' already exists; use `jobtriggers sites rotate-secret {site.id}` "
-                        "for new credentials"
-                    ) from exc
-                if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                    raise ConflictError(
-                        "a client id collided (very unlikely); run the command again"
-                    ) from exc
-            raise_store_error(exc, f"create site {site.id}")
-        except BotoCoreError as exc:
-            raise_store_error(exc, f"create site {site.id}")
+        done = transact(actions, action=f"create site {site.id}")
+        if done.failed_at(0):
+            raise ConflictError(
+                f"site '{site.id}' already exists; use `jobtriggers sites rotate-secret {site.id}` "
+                "for new credentials"
+            )
+        if not done:
+            raise ConflictError("a client id collided (very unlikely); run the command again")
 
     def get_site(self, site_id: str) -> Site | None:
         # Strongly consistent: a deleted site or rotated secret must lose access at once.
-        try:
-            resp = dynamodb().get_item(TableName=self.table, Key=site_key(site_id), ConsistentRead=True)
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, f"read site {site_id}")
-        if "Item" not in resp:
+        item = get_item(self.table, site_key(site_id), f"read site {site_id}")
+        if item is None:
             return None
-        item = from_item(resp["Item"])
         return Site.model_validate({k: v for k, v in item.items() if k in Site.model_fields})
 
     def require_site(self, site_id: str) -> Site:
@@ -94,13 +85,9 @@ class SiteRepository:
         return site
 
     def get_client(self, client_id: str) -> ClientRecord | None:
-        try:
-            resp = dynamodb().get_item(TableName=self.table, Key=client_key(client_id), ConsistentRead=True)
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, "read client credentials")
-        if "Item" not in resp:
+        item = get_item(self.table, client_key(client_id), "read client credentials")
+        if item is None:
             return None
-        item = from_item(resp["Item"])
         return ClientRecord(
             client_id=item["client_id"],
             site_id=item["site_id"],
@@ -117,7 +104,7 @@ class SiteRepository:
             {
                 "Update": {
                     "TableName": self.table,
-                    "Key": site_key(site.id),
+                    "Key": to_item(site_key(site.id)),
                     "UpdateExpression": "SET credential_version = :new, rotated_at = :now",
                     "ConditionExpression": "credential_version = :old",
                     "ExpressionAttributeValues": {**values, ":now": to_attr(iso(utcnow()))},
@@ -126,7 +113,7 @@ class SiteRepository:
             {
                 "Update": {
                     "TableName": self.table,
-                    "Key": client_key(site.client_id),
+                    "Key": to_item(client_key(site.client_id)),
                     "UpdateExpression": "SET credential_version = :new, secret_hash = :h",
                     "ConditionExpression": "credential_version = :old AND site_id = :s",
                     "ExpressionAttributeValues": {
@@ -137,29 +124,20 @@ class SiteRepository:
                 }
             },
         ]
-        try:
-            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if error_code(exc) == "TransactionCanceledException":
-                raise ConflictError(
-                    f"the credentials of site '{site.id}' changed meanwhile (another rotation or a "
-                    "delete); run the command again"
-                ) from exc
-            raise_store_error(exc, f"rotate the secret of site {site.id}")
-        except BotoCoreError as exc:
-            raise_store_error(exc, f"rotate the secret of site {site.id}")
+        if not transact(actions, action=f"rotate the secret of site {site.id}"):
+            raise ConflictError(
+                f"the credentials of site '{site.id}' changed meanwhile (another rotation or a "
+                "delete); run the command again"
+            )
         return site.model_copy(update={"credential_version": new_version})
 
     def delete(self, site_id: str) -> Site:
         site = self.require_site(site_id)
         actions: list[dict[str, Any]] = [
-            {"Delete": {"TableName": self.table, "Key": site_key(site_id)}},
-            {"Delete": {"TableName": self.table, "Key": client_key(site.client_id)}},
+            {"Delete": {"TableName": self.table, "Key": to_item(site_key(site_id))}},
+            {"Delete": {"TableName": self.table, "Key": to_item(client_key(site.client_id))}},
         ]
-        try:
-            dynamodb().transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
-        except (ClientError, BotoCoreError) as exc:
-            raise_store_error(exc, f"delete site {site_id}")
+        transact(actions, action=f"delete site {site_id}")
         return site
 
     def list_sites(self) -> list[Site]:
