@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobtriggers.local.gateway import Gateway, Router, api_settings
+from jobtriggers.local.gateway import Gateway, RouteTable, api_settings
 from jobtriggers.local.store import PortInUseError
 from jobtriggers.local.template import api_routes, authorizer_function, load_template
 
@@ -232,7 +232,7 @@ def test_the_router_prefers_literal_segments() -> None:
     # Given a literal and a parameter route at the same depth
     from jobtriggers.local.template import ApiRoute
 
-    router = Router([ApiRoute("A", "GET", "/x/{id}", True), ApiRoute("B", "GET", "/x/special", True)])
+    router = RouteTable([ApiRoute("A", "GET", "/x/{id}", True), ApiRoute("B", "GET", "/x/special", True)])
     # Then the literal wins for its own name and the parameter takes the rest
     assert router.match("GET", "/x/special").route.function == "B"  # type: ignore[union-attr]
     assert router.match("GET", "/x/other").route.function == "A"  # type: ignore[union-attr]

@@ -32,12 +32,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from jobtriggers.local.invoke import FunctionError
 from jobtriggers.local.store import PortInUseError
-from jobtriggers.local.template import ApiRoute, parameter_values, resources_of_type
+from jobtriggers.local.template import LOCAL_ACCOUNT, ApiRoute, parameter_values, resources_of_type
 
 log = logging.getLogger("local_runtime.gateway")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-LOCAL_ACCOUNT = "123456789012"
 LOCAL_API_ID = "local"
 
 Invoke = Callable[[str, dict[str, Any]], Any]
@@ -52,10 +51,6 @@ DEFAULT_GATEWAY_RESPONSES: dict[str, tuple[int, str]] = {
     "REQUEST_TOO_LARGE": (413, '{"message": "Request Too Long"}'),
     "INTEGRATION_FAILURE": (502, '{"message": "Internal server error"}'),
 }
-
-
-class Unauthorized(Exception):
-    pass
 
 
 @dataclass
@@ -106,7 +101,7 @@ def _segments(path: str) -> list[str]:
     return path[1:].split("/") if path.startswith("/") else path.split("/")
 
 
-class Router:
+class RouteTable:
     """API Gateway's resource tree, flattened: the most specific path template wins, then the method."""
 
     def __init__(self, routes: list[ApiRoute]) -> None:
@@ -221,7 +216,7 @@ class Gateway:
         region: str = "us-east-1",
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self.router = Router(routes)
+        self.router = RouteTable(routes)
         self.invoke = invoke
         self.authorizer = authorizer
         self.settings = settings or ApiSettings()

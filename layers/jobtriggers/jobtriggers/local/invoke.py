@@ -43,14 +43,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
-from jobtriggers.local.template import FunctionSpec
+from jobtriggers.local.template import LOCAL_ACCOUNT, FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
 EnvironmentFor = Callable[[str], dict[str, str]]
 
 log = logging.getLogger("local_runtime.functions")
 
-LOCAL_ACCOUNT = "123456789012"
 DEFAULT_MAX_WORKERS = 8
 # Lambda gives an init phase 10 s; a shared 2-core machine importing boto3 and pydantic in several
 # new processes at once needs more, and a slow start here is not the function's fault.

@@ -30,12 +30,7 @@ from botocore.exceptions import ClientError
 
 from jobtriggers.dal.dynamo import reset_clients
 from jobtriggers.local.gateway import Gateway, api_settings
-from jobtriggers.local.invoke import (
-    DEFAULT_MAX_WORKERS,
-    LOCAL_ACCOUNT,
-    FunctionLogs,
-    FunctionPool,
-)
+from jobtriggers.local.invoke import DEFAULT_MAX_WORKERS, FunctionLogs, FunctionPool
 from jobtriggers.local.proxy import DynamoDBProxy
 from jobtriggers.local.schedules import Scheduler
 from jobtriggers.local.store import (
@@ -50,6 +45,7 @@ from jobtriggers.local.store import (
 )
 from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
 from jobtriggers.local.template import (
+    LOCAL_ACCOUNT,
     LOCAL_TABLE_PREFIX,
     ScheduleEvent,
     api_routes,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from jobtriggers.local.template import ScheduleEvent
+from jobtriggers.local.template import LOCAL_ACCOUNT, ScheduleEvent
 
 log = logging.getLogger("local_runtime.schedules")
 
@@ -59,7 +59,7 @@ class Scheduler:
         invoke: Invoke,
         *,
         region: str = "us-east-1",
-        account: str = "123456789012",
+        account: str = LOCAL_ACCOUNT,
         rule_prefix: str = "jobtriggers-local",
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.local.template import StreamSource
+from jobtriggers.local.template import LOCAL_ACCOUNT, StreamSource
 
 log = logging.getLogger("local_runtime.stream")
 
@@ -155,7 +155,8 @@ class StreamMapping:
             maximum_batching_window_seconds=float(p.get("MaximumBatchingWindowInSeconds", 0)),
             filter_patterns=parse_filter_criteria(p.get("FilterCriteria")),
             region=region,
-            function_arn=function_arn or f"arn:aws:lambda:{region}:123456789012:function:{source.function}",
+            function_arn=function_arn
+            or f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT}:function:{source.function}",
         )
 
     def wants(self, record: Mapping[str, Any]) -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[4] / "template.yaml"
+# The account id every local ARN names (moto accepts any).
+LOCAL_ACCOUNT = "123456789012"
 LOCAL_TABLE_PREFIX = "jobtriggers-local"
 
 
