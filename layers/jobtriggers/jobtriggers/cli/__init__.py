@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from jobtriggers.board.cli import board as board_command
-from jobtriggers.cli import local, seed, site, sites
+from jobtriggers.cli import local, seed, site_admin, site_jobs, worker
 
 app = typer.Typer(
     name="jobtriggers",
@@ -17,8 +17,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 app.add_typer(seed.app, name="seed")
-app.add_typer(sites.app, name="sites")
-app.add_typer(site.app, name="site")
+app.add_typer(site_admin.app, name="sites")
+site_jobs.app.command("work", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    worker.work
+)
+app.add_typer(site_jobs.app, name="site")
 app.command("reconcile")(seed.reconcile)
 app.command("local")(local.local)
 app.command("board")(board_command)

@@ -1,15 +1,14 @@
-"""`jobtriggers site ...`: what people and scripts at a compute site run.
+"""`jobtriggers site work`: the worker loop a site runs. Claim the next job, run a command on it with
+a heartbeat, report the outcome, repeat until no job is left.
 
-The API URL and credentials come from JOBTRIGGERS_URL, JOBTRIGGERS_CLIENT_ID and
-JOBTRIGGERS_CLIENT_SECRET, or from a TOML file (JOBTRIGGERS_CONFIG, else
-~/.config/jobtriggers/site.toml) with `url`, `client_id` and `client_secret`; never from argv,
-where other users of the machine could read the secret.
-
-`site work` is the worker loop: claim the next job, run a command on it with a heartbeat, report
-the outcome, repeat until no job is left. It outlives faults that are not its own: when a claim
-fails because the API or its store is busy, unreachable or failing (after the client's own
-retries), it waits (growing, jittered, at most a minute), says why, and claims again. Only an
-answer that retrying cannot change (bad credentials, a workflow it may not run) stops it.
+The command gets the job's JSON on stdin and in JOB_JSON (never the site's secret). Exit status 0
+reports done with the last JSON object it printed on stdout as the result; any other status reports
+an error (`exit_<status>`, with the tail of stderr). The lease is renewed every third of its length.
+Claims carry one Idempotency-Key per logical claim, so a claim whose answer was lost is answered,
+not made twice. Faults that are not the worker's own (unreachable, 409 of a claim still being
+answered, 429, 5xx) are waited out with a jittered backoff that says why; an answer that retrying
+cannot change (bad credentials, a workflow it may not run) stops it. Ctrl-C or SIGTERM stops the
+command and releases the job.
 """
 
 from __future__ import annotations
@@ -18,217 +17,25 @@ import json
 import os
 import random
 import signal
-import stat
 import subprocess
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
-from pathlib import Path
 from typing import IO, Any
 
 import typer
 
-from jobtriggers.cli.common import JsonOption, err_console, fail, print_json, print_table
-from jobtriggers.client import (
-    Conflict,
-    PayloadTooLarge,
-    SiteApiError,
-    SiteClient,
-)
-from jobtriggers.models import Job, Operation
+from jobtriggers.cli.common import err_console, fail
+from jobtriggers.cli.site_jobs import SECRET_ENV, api_fail, site_client
+from jobtriggers.client import Conflict, PayloadTooLarge, SiteApiError, SiteClient
+from jobtriggers.models import Operation
 
-app = typer.Typer(no_args_is_help=True, help="For sites: list, claim and run jobs over the API.")
-
-CONFIG_ENV = "JOBTRIGGERS_CONFIG"
-DEFAULT_CONFIG = Path("~/.config/jobtriggers/site.toml")
-SECRET_ENV = "JOBTRIGGERS_CLIENT_SECRET"
 STDERR_TAIL_CHARS = 4000
 MIN_HEARTBEAT_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    url: str
-    client_id: str
-    client_secret: str
-
-    def __repr__(self) -> str:  # never the secret
-        return f"SiteConfig(url={self.url!r}, client_id={self.client_id!r})"
-
-
-def load_config(environ: dict[str, str] | None = None) -> SiteConfig:
-    """Environment first, then the config file; a readable message naming what is missing."""
-    env = os.environ if environ is None else environ
-    path = Path(env.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser()
-    from_file: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            from_file = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            fail(f"cannot read {path}: {exc}")
-        if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH) and "client_secret" in from_file:
-            err_console.print(f"[yellow]warning:[/yellow] {path} holds a secret; chmod 600 it")
-    elif env.get(CONFIG_ENV):
-        fail(f"{CONFIG_ENV} names {path}, which does not exist")
-    values = {
-        "url": env.get("JOBTRIGGERS_URL") or from_file.get("url"),
-        "client_id": env.get("JOBTRIGGERS_CLIENT_ID") or from_file.get("client_id"),
-        "client_secret": env.get(SECRET_ENV) or from_file.get("client_secret"),
-    }
-    missing = [k for k, v in values.items() if not v]
-    if missing:
-        fail(
-            f"missing {', '.join(missing)}: set JOBTRIGGERS_URL, JOBTRIGGERS_CLIENT_ID and "
-            f"{SECRET_ENV}, or write them as url, client_id, client_secret to {path}"
-        )
-    return SiteConfig(**{k: str(v) for k, v in values.items()})
-
-
-def site_client() -> SiteClient:
-    config = load_config()
-    return SiteClient(config.url, config.client_id, config.client_secret)
-
-
-def _api_fail(exc: SiteApiError) -> None:
-    fail(f"{exc.status_code or 'unreachable'}: {exc.detail}")
-
-
-# --------------------------------------------------------------------------- people
-
-
-@app.command("jobs")
-def list_jobs(
-    workflow: str | None = typer.Option(None, "--workflow", help="only jobs of this workflow"),
-    status: str | None = typer.Option(None, "--status", help="pending, claimed, done or failed"),
-    claimable: bool = typer.Option(False, "--claimable", help="only jobs that can be claimed now"),
-    mine: bool = typer.Option(False, "--mine", help="only jobs this site holds or held"),
-    workflow_missing: bool = typer.Option(
-        False,
-        "--workflow-missing",
-        help="only jobs whose workflow is gone from the registry (nobody can claim them)",
-    ),
-    limit: int = typer.Option(200, "--limit", min=1, help="stop after this many"),
-    as_json: bool = JsonOption,
-) -> None:
-    """List jobs (oldest first)."""
-    with site_client() as api:
-        try:
-            site_id = api.site_id() if mine else None
-            listing = api.list_jobs(
-                workflow_id=workflow,
-                status=status,
-                claimable=claimable,
-                site_id=site_id,
-                workflow_missing=True if workflow_missing else None,
-            )
-            jobs = list(islice(listing, limit))
-        except SiteApiError as exc:
-            _api_fail(exc)
-    if as_json:
-        print_json([j.model_dump(mode="json") for j in jobs])
-        return
-    rows = [
-        {
-            "id": j.id,
-            "workflow": j.workflow.id,
-            "object": j.config.object_id,
-            "status": j.status.value,
-            "site": j.site_id,
-            "attempts": j.attempts,
-            "lease ends": j.lease_expires_at,
-            "note": _job_note(j),
-        }
-        for j in jobs
-    ]
-    columns = ["id", "workflow", "object", "status", "site", "attempts", "lease ends", "note"]
-    print_table(rows, columns, title="jobs")
-
-
-def _job_note(job: Job) -> str:
-    if job.workflow_missing:
-        return "workflow missing from the registry: nobody can claim it"
-    error = job.last_error
-    if isinstance(error, dict) and error.get("code"):
-        return f"last error {error['code']}"
-    return ""
-
-
-@app.command("claim")
-def claim(job_id: str = typer.Argument(..., help="the job's id"), as_json: bool = JsonOption) -> None:
-    """Claim one job; prints its operation (report on it with PATCH /operations/{id})."""
-    with site_client() as api:
-        try:
-            op = api.claim(job_id)
-        except SiteApiError as exc:
-            _api_fail(exc)
-    if as_json:
-        print_json(op.model_dump(mode="json"))
-    else:
-        err_console.print(
-            f"claimed job {job_id}: operation {op.id}, lease until {op.metadata['lease_expires_at']}"
-        )
-
-
-@app.command("release")
-def release(job_id: str = typer.Argument(..., help="the job's id"), as_json: bool = JsonOption) -> None:
-    """Give a job this site holds back: it is pending again for any site."""
-    with site_client() as api:
-        try:
-            op = api.release(job_id)
-        except SiteApiError as exc:
-            _api_fail(exc)
-    if as_json:
-        print_json(op.model_dump(mode="json"))
-    else:
-        err_console.print(f"released job {job_id} (operation {op.id} cancelled)")
-
-
-@app.command("ops")
-def list_operations(
-    done: bool | None = typer.Option(None, "--done/--live", help="only finished or only live operations"),
-    limit: int = typer.Option(200, "--limit", min=1),
-    as_json: bool = JsonOption,
-) -> None:
-    """This site's operations (one per claim), oldest first."""
-    with site_client() as api:
-        try:
-            ops = list(islice(api.list_operations(done=done), limit))
-        except SiteApiError as exc:
-            _api_fail(exc)
-    if as_json:
-        print_json([o.model_dump(mode="json") for o in ops])
-        return
-    rows = [
-        {
-            "id": o.id,
-            "job": o.metadata.get("job", {}).get("id"),
-            "attempt": o.metadata.get("attempt"),
-            "done": o.done,
-            "outcome": _outcome(o),
-            "lease ends": None if o.done else o.metadata.get("lease_expires_at"),
-        }
-        for o in ops
-    ]
-    print_table(rows, ["id", "job", "attempt", "done", "outcome", "lease ends"], title="operations")
-
-
-def _outcome(op: Operation) -> str:
-    if not op.done:
-        return "running"
-    if op.metadata.get("cancelled"):
-        return "released"
-    if isinstance(op.result, dict) and "code" in op.result and "message" in op.result:
-        return f"error {op.result['code']}"
-    return "done"
-
-
-# --------------------------------------------------------------------------- the worker loop
 
 
 def last_json_object(stdout: str) -> dict[str, Any] | None:
@@ -412,10 +219,35 @@ class Backoff:
         self.failures = 0
 
 
-@app.command(
-    "work",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+class Claimer:
+    """Claims the next job for the loop, waiting out faults that are not the worker's own. One
+    Idempotency-Key per logical claim, kept while that claim is retried after a failure (its first
+    try may have claimed a job whose answer was lost), new once an answer arrived."""
+
+    def __init__(self, api: SiteClient, workflow: str) -> None:
+        self.api = api
+        self.workflow = workflow
+        self.backoff = Backoff()
+        self.key = uuid.uuid4().hex
+
+    def next(self) -> Operation | None:
+        """The claimed job's operation, or None when none is claimable."""
+        while True:
+            try:
+                op = self.api.claim_next(self.workflow, idempotency_key=self.key)
+            except SiteApiError as exc:
+                if not is_transient(exc):
+                    api_fail(exc)
+                pause = self.backoff.next()
+                why = f"{exc.status_code or 'unreachable'}: {exc.detail}"
+                err_console.print(f"[yellow]claiming failed[/yellow] ({why}); trying again in {pause:.1f}s")
+                time.sleep(pause)
+                continue
+            self.backoff.reset()
+            self.key = uuid.uuid4().hex
+            return op
+
+
 def work(
     ctx: typer.Context,
     workflow: str = typer.Option(..., "--workflow", help="claim jobs of this workflow"),
@@ -440,56 +272,46 @@ def work(
     if not command:
         fail("give the command to run after --, e.g. site work --workflow metag-1.0.0 -- ./run.sh")
     limit = 1 if once else max_jobs
-    done = 0
     # SIGTERM (a batch system ending the worker) is treated like Ctrl-C: release, then stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    op: Operation | None = None
-    backoff = Backoff()
-    # One Idempotency-Key per logical claim, kept while that claim is retried after a failure (its
-    # first try may have claimed a job whose answer was lost), new once an answer arrived.
-    claim_key = uuid.uuid4().hex
     with site_client() as api:
+        op: Operation | None = None
         try:
+            claimer, done = Claimer(api, workflow), 0
             while limit is None or done < limit:
-                op = None
-                try:
-                    op = api.claim_next(workflow, idempotency_key=claim_key)
-                except SiteApiError as exc:
-                    if not is_transient(exc):
-                        _api_fail(exc)
-                    pause = backoff.next()
-                    why = f"{exc.status_code or 'unreachable'}: {exc.detail}"
-                    err_console.print(
-                        f"[yellow]claiming failed[/yellow] ({why}); trying again in {pause:.1f}s"
-                    )
-                    time.sleep(pause)
-                    continue
-                backoff.reset()
-                claim_key = uuid.uuid4().hex
+                op = claimer.next()
                 if op is None:
                     if wait <= 0:
                         err_console.print(f"no claimable {workflow} job; {done} run")
                         break
                     time.sleep(wait)
                     continue
-                job_id = op.metadata["job"]["id"]
-                err_console.print(f"claimed job {job_id} (attempt {op.metadata.get('attempt')}), running")
-                try:
-                    outcome = run_one(api, op, command)
-                except SiteApiError as exc:
-                    err_console.print(f"[red]reporting job {job_id} failed:[/red] {exc.detail}")
+                outcome = _run_and_report(api, op, command)
+                op = None
+                if outcome is None:
                     continue
                 done += 1
-                err_console.print(f"job {outcome.job_id}: {outcome.status} in {outcome.seconds:.1f}s")
                 if as_json:
                     sys.stdout.write(json.dumps(outcome.__dict__, default=str) + "\n")
                     sys.stdout.flush()
-                op = None
         except KeyboardInterrupt:
             if op is not None:  # claimed and not reported yet: give the job back at once
                 _release_quietly(api, op)
             err_console.print("stopped")
             raise typer.Exit(130) from None
+
+
+def _run_and_report(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome | None:
+    """Run the claimed job; its outcome, or None when reporting it failed (its lease then ends)."""
+    job_id = op.metadata["job"]["id"]
+    err_console.print(f"claimed job {job_id} (attempt {op.metadata.get('attempt')}), running")
+    try:
+        outcome = run_one(api, op, command)
+    except SiteApiError as exc:
+        err_console.print(f"[red]reporting job {job_id} failed:[/red] {exc.detail}")
+        return None
+    err_console.print(f"job {outcome.job_id}: {outcome.status} in {outcome.seconds:.1f}s")
+    return outcome
 
 
 def _release_quietly(api: SiteClient, op: Operation) -> None:
