@@ -47,8 +47,8 @@ class ClaimsConfig:
 def _seed_jobs(runtime: Any, label: str, count: int) -> list[str]:
     import boto3
 
-    from jobtriggers.dal.jobs import new_job_item
     from jobtriggers.dal.dynamo import to_item
+    from jobtriggers.dal.jobs import new_job_item
     from jobtriggers.models import iso
 
     client = boto3.client("dynamodb", endpoint_url=runtime.dynamodb_endpoint)

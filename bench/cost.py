@@ -52,8 +52,8 @@ class Store:
     """A moto server with the template's tables and the seeded registry, plus an uncounted client."""
 
     def __init__(self) -> None:
-        from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.dal.dynamo import dynamodb
+        from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.local.store import create_tables, point_boto3_at, start_embedded_dynamo
         from jobtriggers.logic.seed import apply_registry, load_seed_dir
 

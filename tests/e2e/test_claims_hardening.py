@@ -15,9 +15,9 @@ import boto3
 import httpx
 import pytest
 
+from jobtriggers.dal.dynamo import to_item
 from jobtriggers.dal.jobs import new_job_item
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.dynamo import to_item
 from jobtriggers.local.runtime import LocalRuntime
 from jobtriggers.models import Capability, Workflow, iso
 

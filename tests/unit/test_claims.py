@@ -23,12 +23,12 @@ from jobtriggers.logic.claims import (
     CANDIDATE_PAGES,
     TRIES_PER_PAGE,
     ClaimService,
-    Report,
     SiteRef,
     is_error_result,
 )
 from jobtriggers.models import Job, Workflow, iso
 from tests.fakes import FakeJobs, FakeWorkflows
+from tests.jobs import report
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -51,15 +51,6 @@ def _workflow(wf_id: str, **kw: Any) -> Workflow:
 def add_job(jobs: FakeJobs, workflow_id: str, object_id: str, created_at: datetime = T0) -> str:
     """A new pending job in the store (as a trigger makes it); its id."""
     return jobs.add(Job.new(workflow_id, object_id, iso(created_at))).id
-
-
-_UNSENT = object()
-
-
-def report(done: bool | None = None, result: Any = _UNSENT, metadata: dict[str, Any] | None = None) -> Report:
-    """A PATCH body as the route turns it into a Report: a `result` sent (even null) is `result_sent`."""
-    sent = result is not _UNSENT
-    return Report(done=done, result=result if sent else None, result_sent=sent, metadata=metadata)
 
 
 A, B = SiteRef.of("site-a"), SiteRef.of("site-b")
