@@ -26,6 +26,7 @@ from jobtriggers.logic.claims import (
     SiteRef,
     is_error_result,
 )
+from jobtriggers.logic.lifecycle import JobSteering
 from jobtriggers.models import Job, Workflow, iso
 from tests.fakes import FakeJobs, FakeWorkflows
 from tests.jobs import report
@@ -546,6 +547,81 @@ def test_an_expiry_loses_to_a_heartbeat_that_came_first(
     assert service.expire_lease(seen, clock.now) is None
     assert jobs.jobs[job_id]["status"] == "claimed" and jobs.jobs[job_id]["operation_id"] == op.id
     assert jobs.operations.ops[op.id]["done"] is False
+
+
+# --------------------------------------------------------------------------- the claims shape
+
+
+def _end_attempt(
+    how: str, service: ClaimService, jobs: FakeJobs, clock: Clock, job_id: str, op_id: str
+) -> None:
+    """End the claim of `op_id` on `job_id` (site A's) the way `how` says."""
+    if how == "released":
+        service.release(job_id, A)
+    elif how == "error retried":
+        service.update_operation(op_id, A, report(done=True, result={"code": "exit_1", "message": "x"}))
+    elif how == "lease expired":
+        clock.advance(61)
+        assert service.expire_ended_leases().seen == 1
+    elif how == "cancelled":
+        JobSteering(jobs, clock=clock).cancel(job_id, "operator:ada")
+        service.update_operation(op_id, A, report(done=True, result={"code": "cancelled", "message": "stop"}))
+    elif how == "succeeded":
+        service.update_operation(op_id, A, report(done=True, result={"outputs": []}))
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("how", "cancelled"),
+    [
+        ("released", True),
+        ("error retried", True),
+        ("lease expired", True),
+        ("cancelled", True),
+        ("succeeded", False),
+    ],
+)
+def test_a_claim_that_ends_is_done_and_cancelled_unless_it_finished_the_job(
+    service: ClaimService, jobs: FakeJobs, clock: Clock, how: str, cancelled: bool
+) -> None:
+    # Given a job claimed by site A: its claim is open
+    job_id = add_job(jobs, "wf", "o")
+    op = service.claim(job_id, A).operation
+    assert jobs.get(job_id).claims[0].model_dump() == {
+        "op_id": op.id,
+        "site_id": "site-a",
+        "done": False,
+        "cancelled": False,
+    }
+    # When the claim ends (released, an error retried, its lease expired, the job cancelled, or done)
+    _end_attempt(how, service, jobs, clock, job_id, op.id)
+    # Then the claim is done; cancelled unless it finished the job (NMDC's watcher reads a job whose
+    # claims are all cancelled as unclaimed)
+    [claim] = jobs.get(job_id).claims
+    assert claim.model_dump() == {"op_id": op.id, "site_id": "site-a", "done": True, "cancelled": cancelled}
+
+
+def test_a_takeover_ends_the_old_claim_and_opens_a_new_one(
+    service: ClaimService, jobs: FakeJobs, clock: Clock
+) -> None:
+    # Given site A's lease has ended
+    job_id = add_job(jobs, "wf", "o")
+    old = service.claim(job_id, A).operation
+    clock.advance(61)
+    # When site B takes the job over
+    new = service.claim(job_id, B).operation
+    # Then A's claim ended unfinished and B's is open, in claim order; B's operation knows its place
+    assert [c.model_dump() for c in jobs.get(job_id).claims] == [
+        {"op_id": old.id, "site_id": "site-a", "done": True, "cancelled": True},
+        {"op_id": new.id, "site_id": "site-b", "done": False, "cancelled": False},
+    ]
+    assert (old.claim_index, new.claim_index) == (0, 1)
+    # And the takeover was the expiry's transition and then the claim's
+    assert jobs.events(job_id) == ["job.claimed", "job.lease_expired", "job.claimed"]
+    # And when B finishes, its claim is done and not cancelled; A's stays as it was
+    service.update_operation(new.id, B, report(done=True, result={}))
+    assert [(c.done, c.cancelled) for c in jobs.get(job_id).claims] == [(True, True), (True, False)]
 
 
 # --------------------------------------------------------------------------- claim-next reads
