@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.dal.jobs import JobChange, JobRepository
 from jobtriggers.dal.operations import OperationRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.errors import ConflictError
 from jobtriggers.logic.claims import ClaimService, SiteRef
 from jobtriggers.logic.lifecycle import JobSteering
-from jobtriggers.models import JobStatus, Workflow, iso
+from jobtriggers.models import JobStatus, Workflow, iso, job_id_for, job_key
+from jobtriggers.settings import table_names
 from tests.jobs import put_new_job, report, stored_job, stored_operation
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -304,6 +306,63 @@ def test_an_operator_release_is_written_as_the_holders_would_be(
     # And A's next word is refused: its operation is finished
     with pytest.raises(ConflictError, match="released"):
         claims.update_operation(op, A, report(metadata={"progress": 1}))
+
+
+def test_a_cancel_landing_between_the_holders_read_and_its_report_is_not_lost(
+    jobs: HookedJobs, claims: ClaimService, steering: JobSteering
+) -> None:
+    # Given a claimed job, and a cancel that lands after its holder read its operation
+    job_id = new_job()
+    op = claims.claim(job_id, A).operation.id
+
+    def cancel() -> None:
+        steering.cancel(job_id, OPERATOR)
+
+    jobs.before_apply = cancel
+    # When the holder reports an error (as it would for any failure)
+    claims.update_operation(op, A, report(done=True, result=ERROR))
+    # Then the table's guard caught it, and the job is cancelled, not pending again
+    assert [stored_job(job_id)["status"], transition(job_id)["events"]] == ["cancelled", ["job.cancelled"]]
+
+
+def test_a_job_stored_before_versions_and_runs_goes_through_its_whole_life(
+    claims: ClaimService, steering: JobSteering
+) -> None:
+    # Given a pending job as the service stored it before jobs had a version, a run, cancel_requested
+    # and previous_claims (phase 2's item, written raw because no code writes it any more)
+    job_id, created = job_id_for("wf", "old"), iso(T0 - timedelta(days=30))
+    legacy = {
+        "job_key": job_key("wf", "old"),
+        "id": job_id,
+        "workflow_id": "wf",
+        "object_id": "old",
+        "config": {"object_id": "old"},
+        "status": "pending",
+        "workflow_status": "wf#pending",
+        "listing": "job",
+        "created_at": created,
+        "queue_at": created,
+        "updated_at": created,
+        "attempts": 0,
+        "claims": [],
+    }
+    dynamodb().put_item(TableName=table_names().jobs_table, Item=to_item(legacy))
+    assert JobRepository().get(job_id).version == 0
+    # When it is claimed, fails an attempt, is claimed and finishes, is rerun and cancelled
+    op = claims.claim(job_id, A).operation.id
+    claims.update_operation(op, A, report(done=True, result=ERROR))
+    op = claims.claim(job_id, B).operation.id
+    claims.update_operation(op, B, report(done=True, result={}))
+    steering.rerun(job_id, OPERATOR)
+    steering.cancel(job_id, OPERATOR)
+    # Then every step went through, counting from version 0 and run 1
+    item = stored_job(job_id)
+    assert (item["status"], item["version"], item["run"], len(item["previous_claims"])) == (
+        "cancelled",
+        6,
+        2,
+        2,
+    )
 
 
 def test_steering_refusals_write_nothing(claims: ClaimService, steering: JobSteering) -> None:

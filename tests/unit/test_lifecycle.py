@@ -427,6 +427,45 @@ def test_a_steering_write_on_a_job_that_changed_since_it_was_read_is_a_409(world
     assert (job.status, job.cancel_requested) == ("claimed", False)
 
 
+def cancel_before_the_next_write(world: World, job_id: str) -> None:
+    """An operator's cancel lands just before the next write is checked (after its writer read)."""
+
+    def cancel() -> None:
+        world.jobs.before_apply = None
+        world.steering.cancel(job_id, OPERATOR)
+
+    world.jobs.before_apply = cancel
+
+
+def test_a_cancel_landing_between_a_holders_read_and_its_error_report_still_cancels(world: World) -> None:
+    # Given a claimed job (first attempt of 2), and a cancel that lands while its holder reports
+    job_id = add_job(world.jobs, "wf", "o")
+    op = world.claim(job_id)
+    cancel_before_the_next_write(world, job_id)
+    # When the holder reports an error (it read its operation before the cancel)
+    answered = world.claims.update_operation(op, A, report(done=True, result=CANCELLED))
+    # Then the job is cancelled, not pending for another attempt with a cancel still hanging on it
+    job = world.job(job_id)
+    assert answered.done is True
+    assert (job.status, job.cancel_requested) == ("cancelled", True)
+    assert world.jobs.events(job_id)[-2:] == ["job.cancel_requested", "job.cancelled"]
+    assert world.claims.claim_next(B) is None
+
+
+def test_a_cancel_landing_between_a_holders_read_and_its_release_still_cancels(world: World) -> None:
+    # Given a claimed job, and a cancel that lands while its holder releases it
+    job_id = add_job(world.jobs, "wf", "o")
+    world.claim(job_id)
+    cancel_before_the_next_write(world, job_id)
+    # When the holder releases it (it read the job before the cancel)
+    world.claims.release(job_id, A)
+    # Then the job is cancelled, not pending with a cancel still hanging on it
+    job = world.job(job_id)
+    assert job.status == JobStatus.cancelled
+    assert world.jobs.events(job_id)[-3:] == ["job.cancel_requested", "job.released", "job.cancelled"]
+    assert world.claims.claim_next(B) is None
+
+
 class FakeTriggers:
     """The one trigger the transition test's engine knows."""
 
