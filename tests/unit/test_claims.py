@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from jobtriggers.logic.claims import (
     SiteRef,
     is_error_result,
 )
+from jobtriggers.logic.filters import parse_filter
 from jobtriggers.logic.lifecycle import JobSteering
 from jobtriggers.models import Job, Workflow, iso
 from tests.fakes import FakeJobs, FakeWorkflows
@@ -552,6 +554,19 @@ def test_an_expiry_loses_to_a_heartbeat_that_came_first(
 # --------------------------------------------------------------------------- the claims shape
 
 
+# The claims half of nmdc_automation's watcher filter (tests/unit/test_filters.py has all of it).
+UNCLAIMED = parse_filter(
+    json.dumps(
+        {
+            "$or": [
+                {"claims": {"$size": 0}},
+                {"claims": {"$not": {"$elemMatch": {"cancelled": {"$ne": True}}}}},
+            ]
+        }
+    )
+)
+
+
 def _end_attempt(
     how: str, service: ClaimService, jobs: FakeJobs, clock: Clock, job_id: str, op_id: str
 ) -> None:
@@ -594,12 +609,14 @@ def test_a_claim_that_ends_is_done_and_cancelled_unless_it_finished_the_job(
         "done": False,
         "cancelled": False,
     }
+    assert not UNCLAIMED.matches(jobs.get(job_id).model_dump(mode="json"))
     # When the claim ends (released, an error retried, its lease expired, the job cancelled, or done)
     _end_attempt(how, service, jobs, clock, job_id, op.id)
-    # Then the claim is done; cancelled unless it finished the job (NMDC's watcher reads a job whose
-    # claims are all cancelled as unclaimed)
+    # Then the claim is done; cancelled unless it finished the job
     [claim] = jobs.get(job_id).claims
     assert claim.model_dump() == {"op_id": op.id, "site_id": "site-a", "done": True, "cancelled": cancelled}
+    # And so NMDC's watcher reads the job as unclaimed exactly when the claim did not finish it
+    assert UNCLAIMED.matches(jobs.get(job_id).model_dump(mode="json")) is cancelled
 
 
 def test_a_takeover_ends_the_old_claim_and_opens_a_new_one(
