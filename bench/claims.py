@@ -47,17 +47,17 @@ class ClaimsConfig:
 def _seed_jobs(runtime: Any, label: str, count: int) -> list[str]:
     import boto3
 
-    from jobtriggers.dal.jobs import new_job_item
     from jobtriggers.dal.dynamo import to_item
-    from jobtriggers.models import iso
+    from jobtriggers.dal.jobs import job_item
+    from jobtriggers.models import Job, iso
 
     client = boto3.client("dynamodb", endpoint_url=runtime.dynamodb_endpoint)
     table = runtime.tables["JOBS_TABLE"]
     base = datetime(2025, 1, 1, tzinfo=UTC)
     items = []
     for i in range(count):
-        item = new_job_item(TAG_WORKFLOW, f"{label}-{i:05d}", None, iso(base + timedelta(milliseconds=i)))
-        items.append(item)
+        job = Job.new(TAG_WORKFLOW, f"{label}-{i:05d}", iso(base + timedelta(milliseconds=i)))
+        items.append(job_item(job.model_copy(update={"version": 1})))
     for start in range(0, len(items), 25):
         request: dict[str, Any] = {
             table: [{"PutRequest": {"Item": to_item(i)}} for i in items[start : start + 25]]
@@ -165,11 +165,10 @@ class SiteWorker(threading.Thread):
 
     def _claim_next_service(self) -> None:
         """The service's claim_next called directly, in parallel, in this process."""
-        from jobtriggers.dal.claims import JobClaims
-        from jobtriggers.dal.registry import RegistryRepository
-        from jobtriggers.logic.claims import ClaimService, SiteRef
+        from jobtriggers import wiring
+        from jobtriggers.logic.claims import SiteRef
 
-        service = ClaimService(JobClaims(), RegistryRepository())
+        service = wiring.claim_service()
         site = SiteRef.of(self.creds["site_id"])
         empty = 0
         while empty < 3 and time.monotonic() < self.deadline:
@@ -180,8 +179,7 @@ class SiteWorker(threading.Thread):
                 time.sleep(0.05)
                 continue
             empty = 0
-            job = operation.metadata["job"]
-            self.won.append(job["id"] if isinstance(job, dict) else job.id)
+            self.won.append(operation.job_id)
 
     def _list_then_claim(self, client: httpx.Client) -> None:
         while time.monotonic() < self.deadline:

@@ -52,8 +52,8 @@ class Store:
     """A moto server with the template's tables and the seeded registry, plus an uncounted client."""
 
     def __init__(self) -> None:
-        from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.dal.dynamo import dynamodb
+        from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.local.store import create_tables, point_boto3_at, start_embedded_dynamo
         from jobtriggers.logic.seed import apply_registry, load_seed_dir
 
@@ -96,7 +96,8 @@ class Store:
 
     def preload(self, size: int) -> None:
         """Grow the store to `size` tagged objects, each with the job the trigger made for it."""
-        from jobtriggers.dal.jobs import new_job_item
+        from jobtriggers.dal.jobs import job_item
+        from jobtriggers.models import Job
 
         chunk = 10_000
         trigger_id = f"{TAG_TYPE}--{TAG_WORKFLOW}"
@@ -107,10 +108,10 @@ class Store:
                 self.object_types_table,
                 [{"object_id": o, "object_type_id": TAG_TYPE, "assigned_at": PRELOAD_AT} for o in ids],
             )
-            jobs = [new_job_item(TAG_WORKFLOW, o, trigger_id, PRELOAD_AT) for o in ids]
-            for job in jobs:
-                job["tagged_at"] = PRELOAD_AT
-            backend_put(self.jobs_table, jobs)
+            jobs = [
+                Job.new(TAG_WORKFLOW, o, PRELOAD_AT, trigger_id=trigger_id, tagged_at=PRELOAD_AT) for o in ids
+            ]
+            backend_put(self.jobs_table, [job_item(j.model_copy(update={"version": 1})) for j in jobs])
             self.preloaded = upto
             progress(f"  store: {upto:,} tagged objects with their jobs")
 
@@ -185,9 +186,9 @@ def nmdc_sensor_tick(store: Store) -> int:
     if any, the object ids of all jobs of its workflow; insert a job for each object without one.
     Reads project the ids only, as the sensor's Mongo queries do (DynamoDB bills whole items anyway).
     """
-    from jobtriggers.dal.jobs import JobRepository, new_job_item
+    from jobtriggers.dal.jobs import JobRepository
     from jobtriggers.dal.registry import RegistryRepository
-    from jobtriggers.models import iso, utcnow
+    from jobtriggers.models import Job, JobEvent, Transition, iso, utcnow
 
     def all_ids(table: str, index: str, key: str, value: str) -> list[str]:
         out: list[str] = []
@@ -220,7 +221,8 @@ def nmdc_sensor_tick(store: Store) -> int:
         with_jobs = set(all_ids(store.jobs_table, "by_workflow", "workflow_id", trigger.workflow_id))
         now = iso(utcnow())
         for object_id in sorted(set(of_type) - with_jobs):
-            created += jobs.create_if_absent(new_job_item(trigger.workflow_id, object_id, trigger.id, now))
+            job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id)
+            created += jobs.create(job, Transition(events=[JobEvent.created], at=now, by="service"))
     return created
 
 

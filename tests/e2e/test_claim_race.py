@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from jobtriggers.dal.jobs import JobRepository, new_job_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.local.runtime import LocalRuntime
 from jobtriggers.models import iso, utcnow
+from tests.jobs import put_new_job
 
 from .conftest import SiteSession
 from .test_worker import register_workflow
@@ -26,12 +27,10 @@ pytestmark = pytest.mark.slow  # about a minute each on the embedded DynamoDB
 
 def add_jobs(runtime: LocalRuntime, workflow_id: str, n: int) -> list[str]:
     jobs = JobRepository(runtime.tables["JOBS_TABLE"])
-    ids = []
-    for i in range(n):
-        item = new_job_item(workflow_id, f"obj-{i}-{uuid.uuid4().hex[:6]}", None, iso(utcnow()))
-        assert jobs.create_if_absent(item)
-        ids.append(str(item["id"]))
-    return ids
+    return [
+        put_new_job(workflow_id, f"obj-{i}-{uuid.uuid4().hex[:6]}", iso(utcnow()), repo=jobs).id
+        for i in range(n)
+    ]
 
 
 def test_32_sites_claiming_one_job_20_times_have_one_winner_each_time(

@@ -15,11 +15,13 @@ import boto3
 import httpx
 import pytest
 
-from jobtriggers.dal.jobs import new_job_item
-from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.dynamo import to_item
+from jobtriggers.dal.jobs import job_item
+from jobtriggers.dal.operations import operation_item
+from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.local.runtime import LocalRuntime
-from jobtriggers.models import Capability, Workflow, iso
+from jobtriggers.models import Capability, Job, Workflow, iso
+from tests.jobs import claimed, operation_of
 
 from .conftest import SiteSession
 
@@ -59,27 +61,33 @@ class Table:
                 pending = self.client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
+class JobsTable(Table):
+    """The jobs table: jobs written as the service keeps them (job_item), and removed afterwards
+    (the runtime is shared)."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        super().__init__(runtime, "JOBS_TABLE", "job_key")
+        self.written: list[dict[str, Any]] = []
+
+    def put_jobs(self, jobs: list[Job]) -> None:
+        items = [job_item(j) for j in jobs]
+        self.written.extend(items)
+        self.put(items)
+
+
 @pytest.fixture
-def jobs_table(local_runtime: LocalRuntime) -> Iterator[Table]:
-    """The jobs table; every job a test puts is removed afterwards (the runtime is shared)."""
-    table = Table(local_runtime, "JOBS_TABLE", "job_key")
-    put: list[dict[str, Any]] = []
-    original = table.put
-
-    def put_and_remember(items: list[dict[str, Any]]) -> None:
-        put.extend(items)
-        original(items)
-
-    table.put = put_and_remember  # type: ignore[method-assign]
+def jobs_table(local_runtime: LocalRuntime) -> Iterator[JobsTable]:
+    table = JobsTable(local_runtime)
     yield table
-    table.delete(put)
+    table.delete(table.written)
 
 
-def pending(workflow_id: str, n: int, start: datetime) -> list[dict[str, Any]]:
+def pending(workflow_id: str, n: int, start: datetime) -> list[Job]:
+    """New jobs (as created: version 1), `start` + i ms apart."""
     return [
-        new_job_item(
-            workflow_id, f"obj-{uuid.uuid4().hex[:10]}", None, iso(start + timedelta(milliseconds=i))
-        )
+        Job.new(
+            workflow_id, f"obj-{uuid.uuid4().hex[:10]}", iso(start + timedelta(milliseconds=i))
+        ).model_copy(update={"version": 1})
         for i in range(n)
     ]
 
@@ -94,26 +102,23 @@ def test_item1_claimable_listing_pages_through_ended_leases(
     local_runtime: LocalRuntime,
     api: httpx.Client,
     new_site: Callable[..., SiteSession],
-    jobs_table: Table,
+    jobs_table: JobsTable,
 ) -> None:
     # Given three jobs of a workflow whose holders' leases ended an hour ago
     wf = new_workflow(local_runtime)
     ops = Table(local_runtime, "OPERATIONS_TABLE", "id")
-    items = pending(wf, 3, T0)
     end = datetime.now(UTC) - timedelta(hours=1)
-    for i, item in enumerate(items):
-        lease_end = iso(end + timedelta(seconds=i))
-        item.update(
-            status="claimed",
-            workflow_status=f"{wf}#claimed",
+    items = [
+        claimed(
+            job,
             site_id="site-gone",
-            operation_id=f"op-{uuid.uuid4().hex}",
-            lease_expires_at=lease_end,
-            queue_at=lease_end,
-            attempts=1,
+            op_id=f"op-{uuid.uuid4().hex}",
+            lease_expires_at=iso(end + timedelta(seconds=i)),
         )
-    jobs_table.put(items)
-    ops.put([{"id": i["operation_id"], "site_id": "site-gone", "done": False} for i in items])
+        for i, job in enumerate(pending(wf, 3, T0))
+    ]
+    jobs_table.put_jobs(items)
+    ops.put([operation_item(operation_of(j)) for j in items])
     site = new_site()
     # When a site lists the claimable jobs of that workflow one per page
     seen: list[str] = []
@@ -125,14 +130,14 @@ def test_item1_claimable_listing_pages_through_ended_leases(
             break
         params["page_token"] = page["next_page_token"]
     # Then every page token it was given is accepted, and each ended lease is listed once
-    assert sorted(seen) == sorted(i["id"] for i in items)
+    assert sorted(seen) == sorted(i.id for i in items)
 
 
 def test_item2_claim_next_answers_a_job_behind_401_older_ones_the_site_cannot_run(
     local_runtime: LocalRuntime,
     api: httpx.Client,
     new_site: Callable[..., SiteSession],
-    jobs_table: Table,
+    jobs_table: JobsTable,
 ) -> None:
     # Given 401 of the oldest pending jobs, of a workflow needing a capability the site lacks,
     # and an older-than-anything-else job of a workflow needing one it has
@@ -140,9 +145,9 @@ def test_item2_claim_next_answers_a_job_behind_401_older_ones_the_site_cannot_ru
     lacking, having = f"cap-x-{suffix}", f"cap-y-{suffix}"
     blocked = new_workflow(local_runtime, (lacking,))
     runnable = new_workflow(local_runtime, (having,))
-    jobs_table.put(pending(blocked, 401, datetime(2020, 1, 1, tzinfo=UTC)))
+    jobs_table.put_jobs(pending(blocked, 401, datetime(2020, 1, 1, tzinfo=UTC)))
     [mine] = pending(runnable, 1, datetime(2021, 1, 1, tzinfo=UTC))
-    jobs_table.put([mine])
+    jobs_table.put_jobs([mine])
     site = new_site(capability_ids=[having])
     # When the site asks for the next job (no body, as the NMDC client does)
     first = api.post("/jobs:claim", headers=site.headers)
@@ -150,31 +155,31 @@ def test_item2_claim_next_answers_a_job_behind_401_older_ones_the_site_cannot_ru
     assert first.status_code == 200, first.text
     # And asking on, it reaches its own job before ever hearing 204 (other tests' leftovers of
     # workflows any site may run can come first: workflows are visited from a random start)
-    claimed = [first.json()["metadata"]["job"]["id"]]
-    while mine["id"] not in claimed and len(claimed) < 500:
+    taken = [first.json()["metadata"]["job"]["id"]]
+    while mine.id not in taken and len(taken) < 500:
         r = api.post("/jobs:claim", headers=site.headers)
         assert r.status_code == 200, r.text
-        claimed.append(r.json()["metadata"]["job"]["id"])
-    assert mine["id"] in claimed
+        taken.append(r.json()["metadata"]["job"]["id"])
+    assert mine.id in taken
 
 
 def test_item2_jobs_of_a_workflow_gone_from_the_registry_are_shown_as_such_and_claimed_by_nobody(
     local_runtime: LocalRuntime,
     api: httpx.Client,
     new_site: Callable[..., SiteSession],
-    jobs_table: Table,
+    jobs_table: JobsTable,
 ) -> None:
     # Given two pending jobs of a workflow that was then removed from the registry
     wf = new_workflow(local_runtime)
     items = pending(wf, 2, T0)
-    jobs_table.put(items)
+    jobs_table.put_jobs(items)
     RegistryRepository(local_runtime.tables["REGISTRY_TABLE"]).delete("workflow", wf)
     site = new_site()
     # When an operator looks at them, Then each says its workflow is missing
-    job = get(api, site, f"/jobs/{items[0]['id']}")
+    job = get(api, site, f"/jobs/{items[0].id}")
     assert job["workflow_missing"] is True and job["status"] == "pending"
     listed = get(api, site, "/jobs", workflow_id=wf, workflow_missing="true")["resources"]
-    assert sorted(j["id"] for j in listed) == sorted(i["id"] for i in items)
+    assert sorted(j["id"] for j in listed) == sorted(i.id for i in items)
     assert get(api, site, "/jobs", workflow_id=wf, workflow_missing="false")["resources"] == []
     # And they are not claimable: not listed as such, and claim-next for that workflow is 422
     assert get(api, site, "/jobs", workflow_id=wf, claimable="true")["resources"] == []
@@ -182,33 +187,33 @@ def test_item2_jobs_of_a_workflow_gone_from_the_registry_are_shown_as_such_and_c
     assert r.status_code == 422 and wf in r.text
     # And a job of a workflow that exists says so
     [present] = pending(new_workflow(local_runtime), 1, T0)
-    jobs_table.put([present])
-    assert get(api, site, f"/jobs/{present['id']}")["workflow_missing"] is False
+    jobs_table.put_jobs([present])
+    assert get(api, site, f"/jobs/{present.id}")["workflow_missing"] is False
 
 
 def test_item4_a_release_gives_its_attempt_back(
     local_runtime: LocalRuntime,
     api: httpx.Client,
     new_site: Callable[..., SiteSession],
-    jobs_table: Table,
+    jobs_table: JobsTable,
 ) -> None:
     # Given a job of a workflow with max_attempts 2
     wf = new_workflow(local_runtime, max_attempts=2)
     [item] = pending(wf, 1, T0)
-    jobs_table.put([item])
+    jobs_table.put_jobs([item])
     site = new_site()
     # When the site claims and releases it twice, then its third claim reports an error
     for _ in range(2):
-        assert api.post(f"/jobs/{item['id']}:claim", headers=site.headers).status_code == 200
-        assert api.post(f"/jobs/{item['id']}:release", headers=site.headers).status_code == 200
-    assert get(api, site, f"/jobs/{item['id']}")["attempts"] == 0
-    op = api.post(f"/jobs/{item['id']}:claim", headers=site.headers).json()
+        assert api.post(f"/jobs/{item.id}:claim", headers=site.headers).status_code == 200
+        assert api.post(f"/jobs/{item.id}:release", headers=site.headers).status_code == 200
+    assert get(api, site, f"/jobs/{item.id}")["attempts"] == 0
+    op = api.post(f"/jobs/{item.id}:claim", headers=site.headers).json()
     assert op["metadata"]["attempt"] == 1
     error = {"code": "exit_1", "message": "boom"}
     r = api.patch(f"/operations/{op['id']}", json={"done": True, "result": error}, headers=site.headers)
     assert r.status_code == 200, r.text
     # Then that was its first failed attempt: pending again, the error visible as last_error
-    job = get(api, site, f"/jobs/{item['id']}")
+    job = get(api, site, f"/jobs/{item.id}")
     assert (job["status"], job["attempts"], job["last_error"]) == ("pending", 1, error)
 
 
@@ -216,12 +221,12 @@ def test_item5_a_claim_repeated_with_its_idempotency_key_is_answered_not_repeate
     local_runtime: LocalRuntime,
     api: httpx.Client,
     new_site: Callable[..., SiteSession],
-    jobs_table: Table,
+    jobs_table: JobsTable,
 ) -> None:
     # Given two pending jobs of a workflow and a site
     wf = new_workflow(local_runtime)
     items = pending(wf, 2, T0)
-    jobs_table.put(items)
+    jobs_table.put_jobs(items)
     site = new_site()
     headers = {**site.headers, "Idempotency-Key": uuid.uuid4().hex}
     # When the site sends its claim, and sends it again (as after a 502 that hid the first answer)
@@ -230,5 +235,5 @@ def test_item5_a_claim_repeated_with_its_idempotency_key_is_answered_not_repeate
     # Then both answers are the same operation, and one job is claimed, the other still pending
     assert first.status_code == again.status_code == 200, (first.text, again.text)
     assert again.json() == first.json()
-    statuses = sorted(get(api, site, f"/jobs/{i['id']}")["status"] for i in items)
+    statuses = sorted(get(api, site, f"/jobs/{i.id}")["status"] for i in items)
     assert statuses == ["claimed", "pending"]

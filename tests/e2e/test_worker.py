@@ -23,11 +23,12 @@ import pytest
 from pydantic import BaseModel
 
 from jobtriggers.client import Conflict, SiteClient
-from jobtriggers.dal.jobs import JobRepository, new_job_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.local.runtime import LocalRuntime
 from jobtriggers.logic.triggering import TRIGGER_CACHE_SECONDS
 from jobtriggers.models import ObjectType, Trigger, Workflow, iso, trigger_id, utcnow
+from tests.jobs import put_new_job
 
 from .conftest import SiteSession
 
@@ -50,9 +51,8 @@ def register_workflow(runtime: LocalRuntime, **limits: Any) -> tuple[str, str]:
 
 
 def add_job(runtime: LocalRuntime, workflow_id: str) -> str:
-    item = new_job_item(workflow_id, f"obj-{uuid.uuid4().hex[:10]}", None, iso(utcnow()))
-    assert JobRepository(runtime.tables["JOBS_TABLE"]).create_if_absent(item)
-    return str(item["id"])
+    jobs = JobRepository(runtime.tables["JOBS_TABLE"])
+    return put_new_job(workflow_id, f"obj-{uuid.uuid4().hex[:10]}", iso(utcnow()), repo=jobs).id
 
 
 def site_env(runtime: LocalRuntime, site: SiteSession, tmp_path: Path) -> dict[str, str]:

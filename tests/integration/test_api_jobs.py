@@ -7,10 +7,11 @@ import json
 import pytest
 
 from jobtriggers.api.routes_jobs import parse_job_filter
-from jobtriggers.dal.jobs import JobRepository, new_job_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.errors import ValidationFailed
 from jobtriggers.models import job_id_for
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables
+from tests.jobs import put_new_job
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,10 @@ def _tables(job_tables: dict[str, str]) -> None:
 def _make_jobs(workflow_id: str, n: int) -> list[str]:
     """n pending jobs of one workflow, created in order (oldest first)."""
     repo = JobRepository()
-    ids = []
-    for i in range(n):
-        object_id = f"{workflow_id}-obj-{i:03d}"
-        repo.create_if_absent(new_job_item(workflow_id, object_id, None, f"2024-01-01T00:00:{i:02d}.000Z"))
-        ids.append(job_id_for(workflow_id, object_id))
-    return ids
+    return [
+        put_new_job(workflow_id, f"{workflow_id}-obj-{i:03d}", f"2024-01-01T00:00:{i:02d}.000Z", repo=repo).id
+        for i in range(n)
+    ]
 
 
 def test_list_by_workflow_in_nmdc_shape(api: ApiCaller) -> None:

@@ -6,19 +6,19 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from jobtriggers.dal.claims import JobClaims
-from jobtriggers.dal.jobs import JobRepository, new_job_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.operations import OperationRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
-from jobtriggers.logic.claims import ClaimService, OperationPatch, SiteRef
-from jobtriggers.models import Workflow, iso
+from jobtriggers.logic.claims import ClaimService, SiteRef
+from jobtriggers.models import Job, Workflow, iso, utcnow
+from tests.jobs import put_new_job, report, stored_job, stored_operation
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 A, B = SiteRef.of("site-a"), SiteRef.of("site-b")
@@ -53,17 +53,24 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(registry: RegistryRepository, clock: Clock) -> ClaimService:
-    return ClaimService(JobClaims(), registry, clock=clock)
+    return claim_service(registry, clock)
+
+
+def claim_service(
+    registry: RegistryRepository,
+    clock: Callable[[], datetime] = utcnow,
+    rng: random.Random | None = None,
+) -> ClaimService:
+    """The claim service on the tables (as wiring.claim_service builds it), with a test clock."""
+    return ClaimService(JobRepository(), OperationRepository(), registry, clock=clock, rng=rng)
 
 
 def add_jobs(workflow_id: str, n: int, prefix: str = "o", start: datetime = T0) -> list[str]:
     jobs = JobRepository()
-    ids = []
-    for i in range(n):
-        item = new_job_item(workflow_id, f"{prefix}{i}", None, iso(start + timedelta(milliseconds=i)))
-        assert jobs.create_if_absent(item)
-        ids.append(item["id"])
-    return ids
+    return [
+        put_new_job(workflow_id, f"{prefix}{i}", iso(start + timedelta(milliseconds=i)), repo=jobs).id
+        for i in range(n)
+    ]
 
 
 def test_claim_writes_job_and_operation_together(service: ClaimService) -> None:
@@ -74,15 +81,18 @@ def test_claim_writes_job_and_operation_together(service: ClaimService) -> None:
     # Then the job and the operation items both record the claim
     job = JobRepository().get(job_id)
     assert (job.status, job.site_id, job.operation_id, job.attempts) == ("claimed", "site-a", op.id, 1)
-    assert [c.model_dump() for c in job.claims] == [{"op_id": op.id, "site_id": "site-a"}]
-    stored = OperationRepository().get_item(op.id)
-    assert stored is not None
+    assert [c.model_dump() for c in job.claims] == [
+        {"op_id": op.id, "site_id": "site-a", "done": False, "cancelled": False}
+    ]
+    stored = stored_operation(op.id)
     assert stored["site_done"] == "site-a#false" and stored["metadata"]["job"]["id"] == job_id
+    # And the job's place in the claimed queue is its lease end
+    assert stored_job(job_id)["queue_at"] == op.expire_time == job.lease_expires_at
     # And the same site claiming again gets the same operation
     assert service.claim(job_id, A).operation.id == op.id
     # And GET /jobs?status=claimed&site_id=site-a finds it through the index
     items, _ = JobRepository().list_page(site_id="site-a", status="claimed")
-    assert [i["id"] for i in items] == [job_id]
+    assert [j.id for j in items] == [job_id]
 
 
 def test_lease_expiry_takeover_and_fencing(service: ClaimService, clock: Clock) -> None:
@@ -99,12 +109,12 @@ def test_lease_expiry_takeover_and_fencing(service: ClaimService, clock: Clock) 
     job = JobRepository().get(job_id)
     assert (job.site_id, job.operation_id, job.attempts) == ("site-b", new.id, 2)
     # Then A's operation is closed, and nothing A sends changes the job
-    old_now = service.get_operation(old.id, A)
+    old_now = service.own_operation(old.id, A)
     assert old_now.done is True and old_now.result["code"] == "lease_expired"
     with pytest.raises(ConflictError, match="lease ended"):
-        service.update_operation(old.id, A, OperationPatch(done=True, result={"outputs": ["x"]}))
+        service.update_operation(old.id, A, report(done=True, result={"outputs": ["x"]}))
     with pytest.raises(ConflictError):
-        service.update_operation(old.id, A, OperationPatch(metadata={"progress": 1}))
+        service.update_operation(old.id, A, report(metadata={"progress": 1}))
     after = JobRepository().get(job_id)
     assert after.model_dump() == job.model_dump()
 
@@ -115,13 +125,13 @@ def test_retries_up_to_max_attempts_then_failed(service: ClaimService) -> None:
     error = {"code": "exit_2", "message": "bad input", "details": {"stderr_tail": "oops"}}
     # When the first attempt reports an error
     op1 = service.claim(job_id, A).operation
-    service.update_operation(op1.id, A, OperationPatch(done=True, result=error))
+    service.update_operation(op1.id, A, report(done=True, result=error))
     # Then the job is pending again and claimable (by another site)
     assert JobRepository().get(job_id).status == "pending"
     op2 = service.claim_next(B, "wf")
     assert op2 is not None and op2.metadata["attempt"] == 2
     # When the second attempt reports an error too, Then the job failed, keeping the error
-    service.update_operation(op2.id, B, OperationPatch(done=True, result=error))
+    service.update_operation(op2.id, B, report(done=True, result=error))
     job = JobRepository().get(job_id)
     assert job.status == "failed" and job.result == error
     assert service.claim_next(A, "wf") is None
@@ -134,15 +144,15 @@ def test_done_keeps_the_result_and_later_patches_are_409(service: ClaimService) 
     [job_id] = add_jobs("wf", 1)
     op = service.claim(job_id, A).operation
     # When the holder heartbeats with metadata, then reports done with outputs
-    service.update_operation(op.id, A, OperationPatch(metadata={"progress": 0.5}))
-    done = service.update_operation(op.id, A, OperationPatch(done=True, result={"outputs": ["obj-2"]}))
+    service.update_operation(op.id, A, report(metadata={"progress": 0.5}))
+    done = service.update_operation(op.id, A, report(done=True, result={"outputs": ["obj-2"]}))
     # Then job and operation are done with the result, metadata merged
     assert done.done is True and done.metadata["progress"] == 0.5
     job = JobRepository().get(job_id)
     assert job.status == "done" and job.result == {"outputs": ["obj-2"]} and job.lease_expires_at is None
     # And a second completion is refused and changes nothing
     with pytest.raises(ConflictError, match="finished"):
-        service.update_operation(op.id, A, OperationPatch(done=True, result={"outputs": []}))
+        service.update_operation(op.id, A, report(done=True, result={"outputs": []}))
     assert JobRepository().get(job_id).result == {"outputs": ["obj-2"]}
 
 
@@ -152,9 +162,9 @@ def test_heartbeat_moves_the_lease(service: ClaimService, clock: Clock) -> None:
     op = service.claim(job_id, A).operation
     clock.advance(50)
     # When the holder heartbeats
-    service.update_operation(op.id, A, OperationPatch())
+    service.update_operation(op.id, A, report())
     # Then the job's lease (and its queue position) moved to 60 s from now
-    item = JobRepository().get_item_by_id(job_id)
+    item = stored_job(job_id)
     assert item["lease_expires_at"] == item["queue_at"] == iso(clock.now + timedelta(seconds=60))
     # And 20 s later (past the first lease end) B still cannot take the job
     clock.advance(20)
@@ -201,20 +211,20 @@ def test_operations_list_by_site_and_done_with_pages(service: ClaimService, cloc
         clock.advance(1)
         ops.append(service.claim(job_id, A).operation)
     service.claim(ids[3], B)
-    service.update_operation(ops[0].id, A, OperationPatch(done=True, result={}))
+    service.update_operation(ops[0].id, A, report(done=True, result={}))
     repo = OperationRepository()
     # When A lists its live operations one at a time
     live: list[str] = []
     token: str | None = None
     while True:
         page, token = repo.list_page(site_id="site-a", done=False, limit=1, page_token=token)
-        live += [i["id"] for i in page]
+        live += [o.id for o in page]
         if not token:
             break
     # Then it sees exactly its two live ones, oldest first, across pages, and none of B's
     assert live == [o.id for o in ops[1:]]
     done, _ = repo.list_page(site_id="site-a", done=True)
-    assert [i["id"] for i in done] == [ops[0].id]
+    assert [o.id for o in done] == [ops[0].id]
     all_a, _ = repo.list_page(site_id="site-a", limit=10)
     assert len(all_a) == 3
 
@@ -225,20 +235,20 @@ def test_claimable_listing_spans_pending_and_ended_leases(service: ClaimService,
     service.claim(ids[0], A)
     clock.advance(61)
     service.claim(ids[1], A)
-    claims = JobClaims()
+    jobs = JobRepository()
     # When the claimable jobs are listed two per page
     seen: list[str] = []
     token: str | None = None
     while True:
-        page, token = claims.candidates("wf", iso(clock.now), 2, token)
-        seen += [j["id"] for j in page]
+        page, token = jobs.claimable_page("wf", iso(clock.now), 2, token)
+        seen += [j.id for j in page]
         if not token:
             break
     # Then the pending ones and the ended lease are listed once each, the live one not at all
     assert sorted(seen) == sorted([ids[0], *ids[2:]])
     # And a token from another query is refused
     with pytest.raises(BadRequestError):
-        claims.candidates("other-wf", iso(clock.now), 2, "e30")
+        jobs.claimable_page("other-wf", iso(clock.now), 2, "e30")
 
 
 # The same races through the HTTP API, at the sizes the issue asks for (32 x 20, 8 x 200), are in
@@ -255,7 +265,7 @@ def test_32_threads_claiming_one_job_have_exactly_one_winner(registry: RegistryR
         barrier = threading.Barrier(32)
 
         def claim(i: int, job_id: str = job_id, barrier: threading.Barrier = barrier) -> str | None:
-            service = ClaimService(JobClaims(), registry)
+            service = claim_service(registry)
             barrier.wait()
             try:
                 return service.claim(job_id, SiteRef.of(f"site-{i}")).operation.id
@@ -285,7 +295,7 @@ def test_8_sites_claim_next_jobs_each_exactly_once(registry: RegistryRepository)
 
     def site_loop(n: int) -> None:
         site = SiteRef.of(f"site-{n}")
-        service = ClaimService(JobClaims(), registry, rng=random.Random(n))
+        service = claim_service(registry, rng=random.Random(n))
         mine: list[str] = []
         while True:
             calls["claim_next"] += 1
@@ -305,16 +315,16 @@ def test_8_sites_claim_next_jobs_each_exactly_once(registry: RegistryRepository)
     assert set(every) == ids
     # And the jobs table agrees: each job claimed once by the site that got it
     holder = {j: s for s, mine in claimed.items() for j in mine}
-    for item in _all_jobs():
-        assert item["status"] == "claimed" and item["attempts"] == 1
-        assert item["site_id"] == holder[item["id"]]
+    for job in _all_jobs():
+        assert job.status == "claimed" and job.attempts == 1
+        assert job.site_id == holder[job.id]
     # And the work was spread over the sites
     assert sum(1 for mine in claimed.values() if mine) >= 4
     print(f"\n8x{len(ids)} claim-next: {len(ids) / elapsed:.0f} claims/s, {calls['claim_next']} calls")
 
 
-def _all_jobs() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _all_jobs() -> list[Job]:
+    out: list[Job] = []
     token: str | None = None
     while True:
         items, token = JobRepository().list_page(limit=100, page_token=token)

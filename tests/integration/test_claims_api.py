@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from jobtriggers.dal.jobs import JobRepository, new_job_item
-from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.dynamo import dynamodb, to_item
-from jobtriggers.settings import table_names
+from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.models import Workflow, iso, utcnow
+from jobtriggers.settings import table_names
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables
+from tests.jobs import put_new_job
 
 JOB = "/jobs/{job_id}"
 OP = "/operations/{operation_id}"
@@ -53,9 +53,7 @@ def make_site(capabilities: list[str] | None = None) -> str:
 
 
 def make_job(workflow_id: str = "wf") -> str:
-    item = new_job_item(workflow_id, unique("obj"), None, iso(utcnow()))
-    JobRepository().create_if_absent(item)
-    return str(item["id"])
+    return put_new_job(workflow_id, unique("obj"), iso(utcnow())).id
 
 
 def claim(api: ApiCaller, job_id: str, site: str) -> tuple[int, dict]:

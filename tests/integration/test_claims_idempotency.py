@@ -7,14 +7,15 @@ import uuid
 
 import pytest
 
-from jobtriggers.dal.jobs import JobRepository, new_job_item
+from jobtriggers.dal.dynamo import dynamodb
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
-from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.logic.sites import create_site
 from jobtriggers.models import Workflow, iso, utcnow
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables
 from tests.faults import THROTTLE, FaultInjector, fast_backoff
+from tests.jobs import put_new_job
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,7 @@ def workflow_with_jobs(n: int) -> tuple[str, list[str]]:
     """A workflow of its own with `n` pending jobs (so tests do not take each other's)."""
     wf = unique("wf")
     RegistryRepository().put("workflow", Workflow(id=wf, name=wf, created_at=utcnow()))
-    ids = []
-    for i in range(n):
-        item = new_job_item(wf, f"obj-{i}", None, iso(utcnow()))
-        assert JobRepository().create_if_absent(item)
-        ids.append(str(item["id"]))
-    return wf, ids
+    return wf, [put_new_job(wf, f"obj-{i}", iso(utcnow())).id for i in range(n)]
 
 
 def new_site() -> str:

@@ -16,18 +16,18 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from jobtriggers.dal.claims import JobClaims
-from jobtriggers.dal.jobs import JobRepository, new_job_item
-from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.dynamo import dynamodb
+from jobtriggers.dal.jobs import JobRepository
+from jobtriggers.dal.operations import OperationRepository
+from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.errors import RetryableStoreError
 from jobtriggers.logic.claims import ClaimService, SiteRef
-from jobtriggers.models import Operation, Workflow, iso
+from jobtriggers.models import Job, OperationRecord, Workflow, iso
 from tests.faults import FaultInjector, fast_backoff
+from tests.jobs import put_new_job
 
 JOBS = int(os.environ.get("FAULT_JOBS", "200"))
 SITES = 8
@@ -49,16 +49,13 @@ def registry(tables: dict[str, str]) -> RegistryRepository:
 
 def _add_jobs(n: int) -> set[str]:
     jobs = JobRepository()
-    ids = set()
-    for i in range(n):
-        item = new_job_item("wf", f"o{i:04d}", None, iso(T0 + timedelta(milliseconds=i)))
-        assert jobs.create_if_absent(item)
-        ids.add(item["id"])
-    return ids
+    return {
+        put_new_job("wf", f"o{i:04d}", iso(T0 + timedelta(milliseconds=i)), repo=jobs).id for i in range(n)
+    }
 
 
-def _all_jobs() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def _all_jobs() -> list[Job]:
+    out: list[Job] = []
     token: str | None = None
     while True:
         items, token = JobRepository().list_page(workflow_id="wf", limit=100, page_token=token)
@@ -75,11 +72,11 @@ def test_eight_sites_claim_every_job_exactly_once_under_faults(registry: Registr
 
     def site_loop(n: int) -> None:
         site = SiteRef.of(f"site-{n}")
-        service = ClaimService(JobClaims(), registry, rng=random.Random(n))
+        service = ClaimService(JobRepository(), OperationRepository(), registry, rng=random.Random(n))
         mine: list[str] = []
         while True:
             try:
-                op: Operation | None = service.claim_next(site, "wf")
+                op: OperationRecord | None = service.claim_next(site, "wf")
             except RetryableStoreError:
                 busy[site.id] += 1  # the API's 503: the site's client backs off and asks again
                 time.sleep(0.01)
@@ -107,10 +104,10 @@ def test_eight_sites_claim_every_job_exactly_once_under_faults(registry: Registr
     # And the jobs table agrees: each job claimed once, by the site that was told it has it
     holder = {j: s for s, mine in claimed.items() for j in mine}
     assert len(items) == JOBS
-    for item in items:
-        assert item["status"] == "claimed"
-        assert item["attempts"] == 1 and len(item["claims"]) == 1
-        assert item["site_id"] == holder[item["id"]]
+    for job in items:
+        assert job.status == "claimed"
+        assert job.attempts == 1 and len(job.claims) == 1
+        assert job.site_id == holder[job.id]
     # And faults really hit the claims themselves
     assert faults.by_operation["TransactWriteItems"] > 0
     assert faults.injected >= 0.1 * faults.calls

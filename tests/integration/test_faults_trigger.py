@@ -30,9 +30,9 @@ import boto3
 import pytest
 
 from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.dynamo import dynamodb, reset_clients, to_item
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.dynamo import dynamodb, reset_clients, to_item
 from jobtriggers.errors import ConflictError, NotFoundError, RetryableStoreError
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
 from jobtriggers.local.store import stream_arn
@@ -163,7 +163,7 @@ def _listed_job_ids() -> list[str]:
         token = None
         while True:
             items, token = JobRepository().list_page(workflow_id=wf, limit=200, page_token=token)
-            ids += [i["id"] for i in items]
+            ids += [j.id for j in items]
             if not token:
                 break
     return ids

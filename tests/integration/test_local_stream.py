@@ -9,8 +9,8 @@ from typing import Any, cast
 import boto3
 
 from jobtriggers.dal.assignments import AssignmentRepository
-from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.dynamo import dynamodb, to_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.local.invoke import FakeLambdaContext, handler_path, load_handler
 from jobtriggers.local.runtime import trim_stream_iterators
 from jobtriggers.local.store import stream_arn

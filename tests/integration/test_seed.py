@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from jobtriggers.cli import app
 from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.errors import SeedError
 from jobtriggers.logic.deploy import handle_seed_event
 from jobtriggers.logic.seed import load_seed_dir, registry_from_document, sync_registry

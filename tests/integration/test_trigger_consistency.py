@@ -19,9 +19,9 @@ import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.deploy import handle_seed_event
 from jobtriggers.logic.seed import load_seed_dir, sync_registry

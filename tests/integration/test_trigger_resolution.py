@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from jobtriggers.dal.assignments import AssignmentRepository
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.logic.triggering import TriggerEngine
 from jobtriggers.models import ObjectTypeAssignment, Trigger, job_id_for
 from tests.stream_records import stream_records

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from jobtriggers.dal.assignments import AssignmentRepository
-from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.dal.dynamo import dynamodb, to_item
+from jobtriggers.dal.jobs import JobRepository
 from jobtriggers.errors import NotFoundError
 from jobtriggers.models import job_id_for
 from tests.api_events import LambdaContextStub, load_function

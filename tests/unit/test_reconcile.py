@@ -9,8 +9,9 @@ import pytest
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.reconcile import reconcile_everything, reconcile_triggers, select_triggers
 from jobtriggers.logic.triggering import TriggerEngine
-from jobtriggers.models import Trigger, job_key
-from tests.unit.test_triggering import FakeJobs, FakeObjects, FakeRegistry, _trigger
+from jobtriggers.models import Job, JobEvent, Transition, Trigger
+from tests.fakes import FakeJobs
+from tests.unit.test_triggering import FakeObjects, FakeRegistry, _trigger
 
 
 class FakeTriggerSource(FakeRegistry):
@@ -36,14 +37,15 @@ def test_reconcile_creates_only_what_is_missing_and_a_second_run_nothing() -> No
     jobs = FakeJobs()
     resolver = TriggerEngine(source, jobs)
     objects = FakeObjects({"t1": ["o1", "o2", "o3"], "t2": ["o4"]})
-    jobs.create_if_absent({"job_key": job_key("wf-a", "o1")})
+    at = "2024-01-01T00:00:00.000Z"
+    jobs.create(Job.new("wf-a", "o1", at), Transition(events=[JobEvent.created], at=at, by="service"))
     # When reconcile runs over every trigger, twice
     first = reconcile_everything(source, resolver, objects)
     again = reconcile_everything(source, resolver, objects)
     # Then the first run made the 6 missing jobs and counted the one present; the second made none
     assert first == {"triggers": 3, "jobs_created": 6, "already_present": 1}
     assert again == {"triggers": 3, "jobs_created": 0, "already_present": 7}
-    assert len(jobs.items) == 7
+    assert len(jobs.jobs) == 7
 
 
 def test_reconcile_reports_progress_per_trigger() -> None:

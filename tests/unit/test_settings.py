@@ -32,7 +32,7 @@ TABLE_VARIABLES = (
 TOKEN_KEY_VARIABLES = ("SIGNING_KEY_SECRET_ARN", "SIGNING_KEY")
 # Handler -> the variables it cannot start without (besides the table names).
 HANDLERS = {
-    "api": (),
+    "api": ("IDEMPOTENCY_TABLE",),
     "authorizer": TOKEN_KEY_VARIABLES,
     "token": TOKEN_KEY_VARIABLES,
     "trigger_resolver": (),
@@ -101,7 +101,7 @@ def test_an_empty_variable_counts_as_missing(
 def test_a_handler_without_its_variables_fails_at_import_naming_every_one(handler: str) -> None:
     # Given an environment without any table name (nor the token key's source)
     missing = (*TABLE_VARIABLES, *HANDLERS[handler])
-    env = _environment_without(*TABLE_VARIABLES, *TOKEN_KEY_VARIABLES)
+    env = _environment_without(*TABLE_VARIABLES, *TOKEN_KEY_VARIABLES, *HANDLERS[handler])
     # When the handler is loaded as Lambda loads it
     proc = _load_handler(handler, env)
     # Then the cold start fails, and its message names every missing variable
@@ -115,6 +115,7 @@ def test_a_handler_with_its_variables_loads(handler: str) -> None:
     env = _environment_without(
         *TOKEN_KEY_VARIABLES,
         **{var: f"t-{var.lower()}" for var in TABLE_VARIABLES},
+        IDEMPOTENCY_TABLE="t-idempotency",
         SIGNING_KEY_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:k",
     )
     proc = _load_handler(handler, env)

@@ -8,6 +8,7 @@ import pytest
 
 from jobtriggers.logic.triggering import Resolution, TriggerEngine, assignment_from_stream_record
 from jobtriggers.models import Trigger, job_id_for, job_key, job_key_from_id
+from tests.fakes import FakeJobs
 
 
 class FakeRegistry:
@@ -18,19 +19,6 @@ class FakeRegistry:
     def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
         self.queries.append(object_type_id)
         return [t for t in self.triggers if t.object_type_id == object_type_id]
-
-
-class FakeJobs:
-    """A conditional put: the first writer of a key wins."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
-
-    def create_if_absent(self, item: dict[str, Any]) -> bool:
-        if item["job_key"] in self.items:
-            return False
-        self.items[item["job_key"]] = item
-        return True
 
 
 class FakeObjects:
@@ -79,16 +67,20 @@ def test_insert_makes_one_job_per_triggered_workflow(resolver: tuple[TriggerEngi
     out = r.handle_stream_record(_record("INSERT"))
     # Then one pending job per workflow exists, with the NMDC shape's fields
     assert sorted(out.created) == sorted([job_id_for("w1", "o1"), job_id_for("w2", "o1")])
-    item = jobs.items[job_key("w1", "o1")]
-    assert item["status"] == "pending" and item["config"] == {"object_id": "o1"}
-    assert item["trigger_id"] == "t1--w1" and item["tagged_at"] == "2024-01-01T00:00:00.000Z"
+    job = jobs.get(job_id_for("w1", "o1"))
+    assert job.status == "pending" and job.config.model_dump() == {"object_id": "o1"}
+    assert job.trigger_id == "t1--w1" and job.tagged_at == "2024-01-01T00:00:00.000Z"
+    # And each was created by one transition: version 1, the event job.created, by the service
+    assert job.version == 1 and jobs.events(job.id) == ["job.created"]
+    [created] = jobs.transitions[job.id]
+    assert created.by == "service" and created.details == {"trigger_id": "t1--w1"}
 
 
 @pytest.mark.parametrize("event", ["MODIFY", "REMOVE"])
 def test_modify_and_remove_create_nothing(resolver: tuple[TriggerEngine, FakeJobs], event: str) -> None:
     r, jobs = resolver
     assert r.handle_stream_record(_record(event)) == Resolution()
-    assert jobs.items == {}
+    assert jobs.jobs == {}
 
 
 def test_redelivery_and_second_type_make_nothing_new(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
@@ -100,13 +92,13 @@ def test_redelivery_and_second_type_make_nothing_new(resolver: tuple[TriggerEngi
     # Then nothing new was created; both were counted as already present
     assert again.created == [] and len(again.already_present) == 2
     assert other.created == [] and other.already_present == [job_id_for("w1", "o1")]
-    assert len(jobs.items) == 2
+    assert len(jobs.jobs) == 2
 
 
 def test_untriggered_type_makes_no_job(resolver: tuple[TriggerEngine, FakeJobs]) -> None:
     r, jobs = resolver
     assert r.handle_stream_record(_record("INSERT", type_id="nothing-triggers-this")).created == []
-    assert jobs.items == {}
+    assert jobs.jobs == {}
 
 
 def test_insert_without_new_image_is_an_error_not_silence() -> None:

@@ -140,6 +140,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Fields that jobs stored by earlier versions of the service lack: such a job has their defaults
+# (a guard on one accepts the attribute's absence, an increment starts from the default).
+_LATER_FIELDS: dict[str, Any] = {"version": 0, "run": 1, "cancel_requested": False}
+
+
 def _job_update(change: JobChange, table: str) -> dict[str, Any]:
     expr = Expression()
     sets: dict[str | tuple[str, ...], Any] = {k: _plain(v) for k, v in change.set.items()}
@@ -154,7 +159,10 @@ def _job_update(change: JobChange, table: str) -> dict[str, Any]:
         sets["transition"] = change.transition.model_dump(mode="json")
     clauses = [expr.assign(sets)] if sets else []
     for name, amount in change.increment.items():
-        clauses.append(f"{expr.name(name)} = {expr.name(name)} + {expr.value(amount)}")
+        start = expr.value(_LATER_FIELDS.get(name, 0))
+        clauses.append(
+            f"{expr.name(name)} = if_not_exists({expr.name(name)}, {start}) + {expr.value(amount)}"
+        )
     if change.append_claims:
         claims = expr.name("claims")
         appended = expr.value([c.model_dump(mode="json") for c in change.append_claims])
@@ -169,8 +177,9 @@ def _job_update(change: JobChange, table: str) -> dict[str, Any]:
     for name, wanted in change.expect.items():
         if wanted is None:
             guard.append(f"attribute_not_exists({expr.name(name)})")
-        elif name == "version" and wanted == 0:  # a job stored before versions counts as 0
-            guard.append(f"(attribute_not_exists({expr.name(name)}) OR {expr.name(name)} = {expr.value(0)})")
+        elif name in _LATER_FIELDS and _plain(wanted) == _LATER_FIELDS[name]:
+            value = expr.value(_plain(wanted))
+            guard.append(f"(attribute_not_exists({expr.name(name)}) OR {expr.name(name)} = {value})")
         else:
             guard.append(f"{expr.name(name)} = {expr.value(_plain(wanted))}")
     return {

@@ -626,7 +626,8 @@ class ClaimService:
         op_updates.update({"done": True, "result": report.result})
         change = JobChange(
             job=job,
-            expect={"status": JobStatus.claimed, "operation_id": op_id},
+            # As decided: a cancel asked since the operation was read changes what an error means.
+            expect={"status": JobStatus.claimed, "operation_id": op_id, "cancel_requested": cancel_requested},
             set=updates,
             remove=("lease_expires_at",),
             transition=Transition(
@@ -639,6 +640,8 @@ class ClaimService:
             site_data=True,
         )
         if not self.jobs.apply(change):
+            if self._cancel_asked_since(op_id, cancel_requested):
+                return self.update_operation(op_id, site, report)  # decide again, on the cancel
             raise ConflictError(self._fenced_message(op_id))
         log = {"job_id": job.id, "operation_id": op_id, "site_id": site.id}
         if status == JobStatus.done:
@@ -663,8 +666,15 @@ class ClaimService:
         if job.site_id != site.id:
             raise ForbiddenError(f"job '{job_id}' is claimed by another site; only the holder may release it")
         op_id = job.operation_id or ""
-        if not self.jobs.apply(release_change(job, self.clock(), by=site.id)):
-            raise ConflictError(self._fenced_message(op_id))
+        for _ in range(CLAIM_ROUNDS):
+            if self.jobs.apply(release_change(job, self.clock(), by=site.id)):
+                break
+            job = self.jobs.get(job_id)
+            if job.status != JobStatus.claimed or job.operation_id != op_id:
+                raise ConflictError(self._fenced_message(op_id))
+            # Still held by this operation: a cancel was asked meanwhile; release the job as it now is.
+        else:
+            raise ConflictError(f"job '{job_id}' kept changing while releasing it; retry")
         logger.info("job released", extra={"job_id": job_id, "operation_id": op_id, "site_id": site.id})
         return self.own_operation(op_id, site)
 
@@ -698,6 +708,13 @@ class ClaimService:
             )
         return changes
 
+    def _cancel_asked_since(self, op_id: str, cancel_requested: bool) -> bool:
+        """After a lost report: is the operation still live, with a cancel asked since it was read?"""
+        op = self.operations.get(op_id)
+        return (
+            op is not None and not op.done and bool(op.metadata.get("cancel_requested")) != cancel_requested
+        )
+
     def _fenced_message(self, op_id: str) -> str:
         op = self.operations.get(op_id)
         if op is not None and op.done:
@@ -720,7 +737,8 @@ def release_change(job: Job, now: datetime, by: str) -> JobChange:
         updates["finished_at"] = iso(now)
     return JobChange(
         job=job,
-        expect={"status": JobStatus.claimed, "operation_id": op_id},
+        # The version as read: a cancel asked since then makes the release a cancel.
+        expect={"status": JobStatus.claimed, "operation_id": op_id, "version": job.version},
         set=updates,
         remove=("lease_expires_at",),
         increment={"attempts": -1},  # handing work back is not failing it
