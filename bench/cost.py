@@ -188,7 +188,7 @@ def nmdc_sensor_tick(store: Store) -> int:
     """
     from jobtriggers.dal.jobs import JobRepository
     from jobtriggers.dal.registry import RegistryRepository
-    from jobtriggers.models import Job, JobEvent, Transition, iso, utcnow
+    from jobtriggers.models import Job, JobEventType, Transition, iso, utcnow
 
     def all_ids(table: str, index: str, key: str, value: str) -> list[str]:
         out: list[str] = []
@@ -222,7 +222,7 @@ def nmdc_sensor_tick(store: Store) -> int:
         now = iso(utcnow())
         for object_id in sorted(set(of_type) - with_jobs):
             job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id)
-            created += jobs.create(job, Transition(events=[JobEvent.created], at=now, by="service"))
+            created += jobs.create(job, Transition(events=[JobEventType.created], at=now, by="service"))
     return created
 
 

@@ -12,7 +12,7 @@ from jobtriggers.logic.claims import Report
 from jobtriggers.models import (
     Claim,
     Job,
-    JobEvent,
+    JobEventType,
     JobStatus,
     OperationRecord,
     Transition,
@@ -24,7 +24,7 @@ from jobtriggers.settings import table_names
 def created(at: str, trigger_id: str | None = None) -> Transition:
     """The transition that creates a job, as the trigger engine writes it."""
     details = {"trigger_id": trigger_id} if trigger_id else {}
-    return Transition(events=[JobEvent.created], at=at, by="service", details=details)
+    return Transition(events=[JobEventType.created], at=at, by="service", details=details)
 
 
 def put_new_job(

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from jobtriggers.cli.sites import app
+from jobtriggers.cli.site_admin import app
 from jobtriggers.dal.sites import SiteRepository
 from jobtriggers.logic.tokens import verify_secret
 from tests.api_events import module_tables, unique, use_tables

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from jobtriggers.cli.sites import app
+from jobtriggers.cli.site_admin import app
 from jobtriggers.models import SITE_ID_MAX_LENGTH
 from tests.api_events import module_tables, use_tables
 

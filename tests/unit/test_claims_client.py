@@ -12,7 +12,8 @@ import httpx
 import pytest
 import typer
 
-from jobtriggers.cli.site import error_result, last_json_object, load_config
+from jobtriggers.cli.site_jobs import load_config
+from jobtriggers.cli.worker import error_result, last_json_object
 from jobtriggers.client import Conflict, Forbidden, Invalid, NotFound, SiteClient, Unavailable
 
 OP = {"id": "op1", "done": False, "expire_time": "2025-01-01T01:00:00.000Z", "result": None, "metadata": {}}
@@ -275,7 +276,7 @@ def test_site_work_outlives_server_faults_and_says_why(monkeypatch: pytest.Monke
 
     from typer.testing import CliRunner
 
-    from jobtriggers.cli import site as site_cli
+    from jobtriggers.cli import site_jobs, worker
 
     # Given an API that fails the first claims (a 500, then 503s through all the client's retries,
     # then unreachable), then hands out one job and then has none
@@ -299,12 +300,12 @@ def test_site_work_outlives_server_faults_and_says_why(monkeypatch: pytest.Monke
         return httpx.Response(200, json={**job_op, "done": True})
 
     api = Api(handler)
-    monkeypatch.setattr(site_cli, "site_client", lambda: client(api))
+    monkeypatch.setattr(worker, "site_client", lambda: client(api))
     pauses: list[float] = []
-    monkeypatch.setattr(site_cli.time, "sleep", pauses.append)
+    monkeypatch.setattr(worker.time, "sleep", pauses.append)
     # When the worker runs until no job is left
     result = CliRunner().invoke(
-        site_cli.app,
+        site_jobs.app,
         ["work", "--workflow", "wf", "--", sys.executable, "-c", 'print(\'{"outputs": ["o"]}\')'],
     )
     # Then it did not die: it waited three times (growing pauses), saying why, then ran the job
@@ -325,14 +326,14 @@ def test_site_work_stops_on_answers_retrying_cannot_change(
 
     from typer.testing import CliRunner
 
-    from jobtriggers.cli import site as site_cli
+    from jobtriggers.cli import site_jobs, worker
 
     # Given an API that refuses the claim for a reason of the site's own
     api = Api(lambda r: httpx.Response(status, json={"detail": "workflow 'wf' does not exist"}))
-    monkeypatch.setattr(site_cli, "site_client", lambda: client(api))
-    monkeypatch.setattr(site_cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr(worker, "site_client", lambda: client(api))
+    monkeypatch.setattr(worker.time, "sleep", lambda s: None)
     # When the worker runs, Then it stops with the API's explanation
     result = CliRunner().invoke(
-        site_cli.app, ["work", "--workflow", "wf", "--", sys.executable, "-c", "pass"]
+        site_jobs.app, ["work", "--workflow", "wf", "--", sys.executable, "-c", "pass"]
     )
     assert result.exit_code == 1 and "does not exist" in result.output

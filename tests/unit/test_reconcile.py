@@ -9,7 +9,7 @@ import pytest
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.reconcile import reconcile_everything, reconcile_triggers, select_triggers
 from jobtriggers.logic.triggering import TriggerEngine
-from jobtriggers.models import Job, JobEvent, Transition, Trigger
+from jobtriggers.models import Job, JobEventType, Transition, Trigger
 from tests.fakes import FakeJobs
 from tests.unit.test_triggering import FakeObjects, FakeRegistry, _trigger
 
@@ -38,7 +38,7 @@ def test_reconcile_creates_only_what_is_missing_and_a_second_run_nothing() -> No
     resolver = TriggerEngine(source, jobs)
     objects = FakeObjects({"t1": ["o1", "o2", "o3"], "t2": ["o4"]})
     at = "2024-01-01T00:00:00.000Z"
-    jobs.create(Job.new("wf-a", "o1", at), Transition(events=[JobEvent.created], at=at, by="service"))
+    jobs.create(Job.new("wf-a", "o1", at), Transition(events=[JobEventType.created], at=at, by="service"))
     # When reconcile runs over every trigger, twice
     first = reconcile_everything(source, resolver, objects)
     again = reconcile_everything(source, resolver, objects)

@@ -231,8 +231,9 @@ class JobStatus(StrEnum):
 FINISHED = frozenset({JobStatus.done, JobStatus.failed, JobStatus.cancelled})
 
 
-class JobEvent(StrEnum):
-    """What a job's transition was: the events the jobs stream turns into EventBridge events."""
+class JobEventType(StrEnum):
+    """What a job's transition was: the event types the jobs stream turns into EventBridge events
+    (their `detail-type`), in the order a life usually meets them."""
 
     created = "job.created"
     claimed = "job.claimed"
@@ -371,9 +372,9 @@ class Job(_Deferred):
 
 class Transition(_Deferred):
     """One change of a job's state, stored with it (`version` goes up by one): what happened, when,
-    and who did it. The jobs table's stream turns it into events (see JobEvent)."""
+    and who did it. The jobs table's stream turns it into events (see JobEventType)."""
 
-    events: list[JobEvent]
+    events: list[JobEventType]
     at: str
     by: str = Field(description="a site id, `operator:<name>`, or `service`")
     details: dict[str, Any] = Field(default_factory=dict)

@@ -52,7 +52,7 @@ from jobtriggers.models import (
     FINISHED,
     Claim,
     Job,
-    JobEvent,
+    JobEventType,
     JobStatus,
     OperationRecord,
     Transition,
@@ -406,7 +406,7 @@ class ClaimService:
             set=changes,
             append_claims=(claim,),
             transition=Transition(
-                events=[JobEvent.claimed],
+                events=[JobEventType.claimed],
                 at=iso(now),
                 by=site.id,
                 details={"operation_id": op_id, "attempt": attempt},
@@ -453,11 +453,11 @@ class ClaimService:
         op_id, holder = job.operation_id, job.site_id or ""
         max_attempts = self._max_attempts_of(job)
         if job.cancel_requested:
-            status, events = JobStatus.cancelled, [JobEvent.lease_expired, JobEvent.cancelled]
+            status, events = JobStatus.cancelled, [JobEventType.lease_expired, JobEventType.cancelled]
         elif job.attempts >= max_attempts:
-            status, events = JobStatus.failed, [JobEvent.lease_expired, JobEvent.failed]
+            status, events = JobStatus.failed, [JobEventType.lease_expired, JobEventType.failed]
         else:
-            status, events = JobStatus.pending, [JobEvent.lease_expired]
+            status, events = JobStatus.pending, [JobEventType.lease_expired]
         error = {
             "code": LEASE_EXPIRED,
             "message": f"the lease ended at {lease_end} without a heartbeat from site '{holder}'; "
@@ -605,13 +605,13 @@ class ClaimService:
         error = report.result if is_error_result(report.result) else None
         cancel_requested = bool(op.metadata.get("cancel_requested"))
         if error is None:
-            status, event = JobStatus.done, JobEvent.done
+            status, event = JobStatus.done, JobEventType.done
         elif cancel_requested:
-            status, event = JobStatus.cancelled, JobEvent.cancelled
+            status, event = JobStatus.cancelled, JobEventType.cancelled
         elif op.attempt < op.max_attempts:
-            status, event = JobStatus.pending, JobEvent.attempt_failed
+            status, event = JobStatus.pending, JobEventType.attempt_failed
         else:
-            status, event = JobStatus.failed, JobEvent.failed
+            status, event = JobStatus.failed, JobEventType.failed
         updates: dict[str | tuple[str, ...], Any] = {
             "status": status,
             "updated_at": iso(now),
@@ -727,7 +727,7 @@ def release_change(job: Job, now: datetime, by: str) -> JobChange:
     attempt given back (`cancelled`, when a cancel was asked), the operation done and cancelled."""
     op_id = job.operation_id or ""
     status = JobStatus.cancelled if job.cancel_requested else JobStatus.pending
-    events = [JobEvent.released] + ([JobEvent.cancelled] if status == JobStatus.cancelled else [])
+    events = [JobEventType.released] + ([JobEventType.cancelled] if status == JobStatus.cancelled else [])
     updates: dict[str | tuple[str, ...], Any] = {
         "status": status,
         "updated_at": iso(now),

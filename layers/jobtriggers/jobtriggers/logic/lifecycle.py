@@ -20,7 +20,7 @@ from typing import Any
 from jobtriggers.dal.jobs import JobChange, OperationUpdate
 from jobtriggers.errors import ConflictError
 from jobtriggers.logic.claims import JobStore, fields_of, release_change
-from jobtriggers.models import FINISHED, Job, JobEvent, JobStatus, Transition, iso, utcnow
+from jobtriggers.models import FINISHED, Job, JobEventType, JobStatus, Transition, iso, utcnow
 from jobtriggers.observability import logger
 
 RERUNNABLE = FINISHED
@@ -55,7 +55,7 @@ class JobSteering:
                     "version": job.version,
                 },
                 set={"cancel_requested": True, "updated_at": now},
-                transition=Transition(events=[JobEvent.cancel_requested], at=now, by=by),
+                transition=Transition(events=[JobEventType.cancel_requested], at=now, by=by),
                 operation=OperationUpdate(
                     op_id=job.operation_id or "",
                     site_id=job.site_id or "",
@@ -69,7 +69,7 @@ class JobSteering:
                 job=job,
                 expect={"status": job.status, "version": job.version},
                 set={"status": JobStatus.cancelled, "updated_at": now, "finished_at": now},
-                transition=Transition(events=[JobEvent.cancelled], at=now, by=by),
+                transition=Transition(events=[JobEventType.cancelled], at=now, by=by),
             )
             after = {"status": JobStatus.cancelled, "finished_at": now}
         self._apply(change, job)
@@ -97,7 +97,7 @@ class JobSteering:
             set=updates,
             remove=("result", "last_error", "finished_at"),
             increment={"run": 1},
-            transition=Transition(events=[JobEvent.rerun], at=now, by=by, details={"run": job.run + 1}),
+            transition=Transition(events=[JobEventType.rerun], at=now, by=by, details={"run": job.run + 1}),
         )
         self._apply(change, job)
         logger.info("job rerun", extra={"job_id": job_id, "by": by, "run": job.run + 1})

@@ -24,7 +24,7 @@ from jobtriggers.dal.dynamo import from_item
 from jobtriggers.logic.stream_batch import OrderedBatchResult
 from jobtriggers.models import (
     Job,
-    JobEvent,
+    JobEventType,
     ObjectTypeAssignment,
     Transition,
     Trigger,
@@ -136,7 +136,9 @@ class TriggerEngine:
         job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at)
         created = self.jobs.create(
             job,
-            Transition(events=[JobEvent.created], at=now, by="service", details={"trigger_id": trigger.id}),
+            Transition(
+                events=[JobEventType.created], at=now, by="service", details={"trigger_id": trigger.id}
+            ),
         )
         log = {
             "job_id": job.id,
