@@ -128,7 +128,6 @@ def trigger_id(object_type_id: str, workflow_id: str) -> str:
     return f"{object_type_id}--{workflow_id}"
 
 
-RegistryKind = Literal["object_type", "workflow", "capability", "trigger"]
 REGISTRY_MODELS: dict[str, type[_Model]] = {
     "object_type": ObjectType,
     "workflow": Workflow,

@@ -86,7 +86,7 @@ def diff(
     configure_store(endpoint_url, stack)
     with reported_errors():
         registry = _load(path)
-        changes, _ = diff_registry(registry, RegistryRepository())
+        changes = diff_registry(registry, RegistryRepository())
     summary = changes.summary()
     if as_json:
         print_json(summary)

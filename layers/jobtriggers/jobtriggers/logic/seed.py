@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from jobtriggers.errors import SeedError
-from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS
-from jobtriggers.models import Capability, ObjectType, Trigger, Workflow
+from jobtriggers.logic.reconcile import Backfiller
+from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS, TaggedObjects
+from jobtriggers.models import REGISTRY_MODELS, Capability, ObjectType, Trigger, Workflow
 from jobtriggers.observability import logger
 
 # One human-edited file per kind, in this order (a trigger needs its type and workflow first).
@@ -32,12 +33,6 @@ DOC_KEYS = {
     "workflow": "workflows",
     "capability": "capabilities",
     "trigger": "triggers",
-}
-MODELS: dict[str, type[BaseModel]] = {
-    "object_type": ObjectType,
-    "workflow": Workflow,
-    "capability": Capability,
-    "trigger": Trigger,
 }
 # Fields that ../shared/reference's extraction added to explain the data; not part of the registry.
 EXTRACTION_ONLY_FIELDS = frozenset(
@@ -88,7 +83,7 @@ def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> 
                 continue
             clean = {k: v for k, v in entry.items() if k not in EXTRACTION_ONLY_FIELDS}
             try:
-                model = MODELS[kind].model_validate(clean)
+                model = REGISTRY_MODELS[kind].model_validate(clean)
             except ValidationError as exc:
                 problems += [f"{where}: {_describe(e)}" for e in exc.errors()]
                 continue
@@ -157,7 +152,6 @@ class SeedDiff:
     changed: dict[str, list[str]] = field(default_factory=dict)
     removed: dict[str, list[str]] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
-    new_triggers: list[Trigger] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -168,19 +162,16 @@ class SeedDiff:
         }
 
 
-def diff_registry(registry: Registry, store: RegistryWriter) -> tuple[SeedDiff, dict[str, dict[str, Any]]]:
+def diff_registry(registry: Registry, store: RegistryWriter) -> SeedDiff:
     diff = SeedDiff()
-    current: dict[str, dict[str, Any]] = {}
     for kind, wanted in registry.entries().items():
         have = {e.id: e for e in store.list_all(kind)}
-        current[kind] = have
         want = {e.id: e for e in wanted}
         diff.added[kind] = sorted(set(want) - set(have))
         diff.removed[kind] = sorted(set(have) - set(want))
         diff.changed[kind] = sorted(i for i in set(want) & set(have) if want[i] != have[i])
         diff.unchanged[kind] = len(set(want) & set(have)) - len(diff.changed[kind])
-    diff.new_triggers = [t for t in registry.triggers if t.id in set(diff.added["trigger"])]
-    return diff, current
+    return diff
 
 
 def apply_registry(
@@ -193,7 +184,7 @@ def apply_registry(
     Order keeps references whole while it runs: types, workflows and capabilities before the
     triggers that name them; obsolete triggers deleted before what they named.
     """
-    diff, _ = diff_registry(registry, store)
+    diff = diff_registry(registry, store)
     entries = registry.entries()
     by_id = {kind: {e.id: e for e in items} for kind, items in entries.items()}
     for kind in ("object_type", "workflow", "capability", "trigger"):
@@ -209,10 +200,6 @@ def apply_registry(
     return diff
 
 
-def triggers_by_id(triggers: Iterable[Trigger]) -> dict[str, Trigger]:
-    return {t.id: t for t in triggers}
-
-
 @dataclass
 class SyncReport:
     """What one seed load did: the registry diff and the jobs backfill made per new trigger."""
@@ -225,15 +212,11 @@ class SyncReport:
         return {**self.diff.summary(), "backfilled_jobs": self.backfilled, "content_hash": self.content_hash}
 
 
-class Backfiller(Protocol):
-    def backfill(self, trigger: Trigger, objects: Any, page_size: int = ..., progress: Any = ...) -> Any: ...
-
-
 def sync_registry(
     registry: Registry,
     store: RegistryWriter,
     resolver: Backfiller,
-    objects: Any,
+    objects: TaggedObjects,
     progress: Callable[[str, str], None] | None = None,
     *,
     backfill_delay_seconds: float = BACKFILL_DELAY_SECONDS,
