@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from jobtriggers.errors import SeedError
+from jobtriggers.logic.chains import describe_cycle, trigger_cycles
 from jobtriggers.logic.reconcile import Backfiller
 from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS, TaggedObjects
 from jobtriggers.models import REGISTRY_MODELS, Capability, ObjectType, Trigger, Workflow
@@ -67,7 +68,26 @@ def _describe(err: Mapping[str, Any]) -> str:
 def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> Registry:
     """Validate a whole registry; raise SeedError listing every problem found, not just the first."""
     problems: list[str] = []
+    parsed, invalid = _parse_entries(doc, source, problems)
+    problems += _reference_problems(parsed, invalid, source)
+    problems += _cycle_problems(parsed["workflow"], parsed["trigger"], source)
+    if problems:
+        raise SeedError(problems)
+    return Registry(
+        object_types=parsed["object_type"],
+        workflows=parsed["workflow"],
+        capabilities=parsed["capability"],
+        triggers=parsed["trigger"],
+    )
+
+
+def _parse_entries(
+    doc: Mapping[str, Any], source: str, problems: list[str]
+) -> tuple[dict[str, list[Any]], dict[str, set[str]]]:
+    """Each kind's valid entries, and the ids of entries that failed validation (their problems are
+    appended to `problems`), so that a reference to one is not also reported as undefined."""
     parsed: dict[str, list[Any]] = {}
+    invalid: dict[str, set[str]] = {kind: set() for kind in DOC_KEYS}
     for kind, key in DOC_KEYS.items():
         raw = doc.get(key)
         if not isinstance(raw, list):
@@ -86,6 +106,8 @@ def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> 
                 model = REGISTRY_MODELS[kind].model_validate(clean)
             except ValidationError as exc:
                 problems += [f"{where}: {_describe(e)}" for e in exc.errors()]
+                if isinstance(entry.get("id"), str):
+                    invalid[kind].add(entry["id"])
                 continue
             if model.id in ids:  # type: ignore[attr-defined]
                 problems.append(f"{where}: duplicate id '{model.id}' (first at index {ids[model.id]})")  # type: ignore[attr-defined]
@@ -93,31 +115,47 @@ def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> 
             ids[model.id] = n  # type: ignore[attr-defined]
             entries.append(model)
         parsed[kind] = entries
+    return parsed, invalid
 
-    type_ids = {o.id for o in parsed["object_type"]}
-    workflow_ids = {w.id for w in parsed["workflow"]}
-    capability_ids = {c.id for c in parsed["capability"]}
+
+def _reference_problems(parsed: dict[str, list[Any]], invalid: dict[str, set[str]], source: str) -> list[str]:
+    """Every reference to an object type, workflow or capability that is not (validly) defined."""
+    defined = {kind: {e.id for e in entries} for kind, entries in parsed.items()}
+
+    def missing(kind: str, entry_id: str) -> str | None:
+        if entry_id in defined[kind]:
+            return None
+        return "which is invalid (see above)" if entry_id in invalid[kind] else "which is not defined"
+
+    problems: list[str] = []
     for t in parsed["trigger"]:
-        if t.object_type_id not in type_ids:
-            problems.append(
-                f"{source}: trigger '{t.id}' names object type '{t.object_type_id}', which is not defined"
-            )
-        if t.workflow_id not in workflow_ids:
-            problems.append(
-                f"{source}: trigger '{t.id}' names workflow '{t.workflow_id}', which is not defined"
-            )
+        if why := missing("object_type", t.object_type_id):
+            problems.append(f"{source}: trigger '{t.id}' names object type '{t.object_type_id}', {why}")
+        if why := missing("workflow", t.workflow_id):
+            problems.append(f"{source}: trigger '{t.id}' names workflow '{t.workflow_id}', {why}")
     for w in parsed["workflow"]:
         for c in w.capability_ids:
-            if c not in capability_ids:
-                problems.append(f"{source}: workflow '{w.id}' needs capability '{c}', which is not defined")
-    if problems:
-        raise SeedError(problems)
-    return Registry(
-        object_types=parsed["object_type"],
-        workflows=parsed["workflow"],
-        capabilities=parsed["capability"],
-        triggers=parsed["trigger"],
-    )
+            if why := missing("capability", c):
+                problems.append(f"{source}: workflow '{w.id}' needs capability '{c}', {why}")
+        for output in w.outputs:
+            for ot in output.object_types:
+                if why := missing("object_type", ot):
+                    problems.append(
+                        f"{source}: workflow '{w.id}' output '{output.name}' has object type '{ot}', {why}"
+                    )
+    return problems
+
+
+def _cycle_problems(workflows: list[Workflow], triggers: list[Trigger], source: str) -> list[str]:
+    cycles, more = trigger_cycles(workflows, triggers)
+    problems = [
+        f"{source}: trigger/output cycle {describe_cycle(c)}: each job's outputs would start the next "
+        "job, without end; break it by removing one of its output types or one of its triggers"
+        for c in cycles
+    ]
+    if more:
+        problems.append(f"{source}: more trigger/output cycles than the {len(cycles)} named above")
+    return problems
 
 
 def load_seed_dir(path: str | Path) -> Registry:
