@@ -184,12 +184,14 @@ class RegistryWriter(Protocol):
 
 @dataclass
 class SeedDiff:
-    """What loading a registry changes, per kind: ids added, changed, removed, unchanged."""
+    """What loading a registry changes, per kind: ids added, changed, removed, unchanged; and per
+    changed entry, the fields that differ (`changed_fields[kind][id]`, e.g. `["outputs"]`)."""
 
     added: dict[str, list[str]] = field(default_factory=dict)
     changed: dict[str, list[str]] = field(default_factory=dict)
     removed: dict[str, list[str]] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
+    changed_fields: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -197,6 +199,7 @@ class SeedDiff:
             "changed": self.changed,
             "removed": self.removed,
             "unchanged": self.unchanged,
+            "changed_fields": self.changed_fields,
         }
 
 
@@ -209,7 +212,12 @@ def diff_registry(registry: Registry, store: RegistryWriter) -> SeedDiff:
         diff.removed[kind] = sorted(set(have) - set(want))
         diff.changed[kind] = sorted(i for i in set(want) & set(have) if want[i] != have[i])
         diff.unchanged[kind] = len(set(want) & set(have)) - len(diff.changed[kind])
+        diff.changed_fields[kind] = {i: _fields_that_differ(want[i], have[i]) for i in diff.changed[kind]}
     return diff
+
+
+def _fields_that_differ(a: BaseModel, b: BaseModel) -> list[str]:
+    return [name for name in type(a).model_fields if getattr(a, name) != getattr(b, name)]
 
 
 def apply_registry(
