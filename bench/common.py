@@ -20,7 +20,7 @@ DOCS_DIR = ROOT / "docs"
 
 # The object type the figures tag: seed/ links it to exactly one workflow (metag-1.0.0), so one tag
 # makes one job and tag->job latencies pair up one to one.
-TAG_TYPE = "metagenome_sequencing_activity_set"
+TAG_TYPE = "metagenome_raw_paired_end_reads"
 TAG_WORKFLOW = "metag-1.0.0"
 
 

@@ -19,7 +19,7 @@ import jwt
 
 from tests.e2e.conftest import SiteSession
 
-TYPE = "metagenome_sequencing_activity_set"  # seed/: -> metag-1.0.0, which needs no capability
+TYPE = "metagenome_raw_paired_end_reads"  # seed/: -> metag-1.0.0, which needs no capability
 WORKFLOW = "metag-1.0.0"
 
 

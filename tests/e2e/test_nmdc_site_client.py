@@ -26,7 +26,7 @@ from jobtriggers.logic.triggering import TriggerEngine
 from tests.conftest import SEED_DIR
 from tests.stream_records import stream_records
 
-TAG = "metagenome_sequencing_activity_set"
+TAG = "metagenome_raw_paired_end_reads"
 
 
 class NmdcStyleSession:

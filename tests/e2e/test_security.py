@@ -22,7 +22,7 @@ from jobtriggers.logic.sites import rotate_secret
 from tests.api_events import drs_object_body
 from tests.e2e.conftest import SiteSession
 
-TYPE = "metagenome_sequencing_activity_set"  # seed/: -> metag-1.0.0, no capability needed
+TYPE = "metagenome_raw_paired_end_reads"  # seed/: -> metag-1.0.0, no capability needed
 WORKFLOW = "metag-1.0.0"
 
 

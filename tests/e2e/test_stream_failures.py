@@ -18,7 +18,7 @@ from jobtriggers.local.runtime import LocalRuntime
 from tests.api_events import drs_object_body
 from tests.e2e.conftest import SiteSession
 
-TYPE, WORKFLOW = "metagenome_sequencing_activity_set", "metag-1.0.0"
+TYPE, WORKFLOW = "metagenome_raw_paired_end_reads", "metag-1.0.0"
 
 
 def test_a_record_that_never_succeeds_is_dead_lettered_alone_and_the_rest_go_through(

@@ -49,7 +49,7 @@ OBJECTS = int(os.environ.get("FAULT_OBJECTS", "500"))
 FAULT_SEED = int(os.environ.get("FAULT_SEED", "4"))
 # seed/: the first type triggers one workflow, the second two.
 TYPES = {
-    "metagenome_sequencing_activity_set": ["metag-1.0.0"],
+    "metagenome_raw_paired_end_reads": ["metag-1.0.0"],
     "read_qc_analysis_activity_set": ["mgasm-1.0.3", "mgrba-1.0.2"],
 }
 
@@ -246,17 +246,15 @@ def test_a_cancelled_transaction_neither_stops_the_stream_nor_leaves_records(
     _register(seeded_tables, ["real-1", "real-2"])
     poller = _poller(seeded_tables)
     repo = AssignmentRepository()
-    repo.apply("real-1", ["metagenome_sequencing_activity_set"], [], by="s")
+    repo.apply("real-1", ["metagenome_raw_paired_end_reads"], [], by="s")
     poller.poll_once()
     # When tagging transactions are cancelled (an unknown object: 404; a type it has: 409) ...
     with pytest.raises(NotFoundError):
-        repo.apply("no-such-object", ["metagenome_sequencing_activity_set"], [], by="s")
+        repo.apply("no-such-object", ["metagenome_raw_paired_end_reads"], [], by="s")
     with pytest.raises(ConflictError):
-        repo.apply(
-            "real-1", ["read_qc_analysis_activity_set", "metagenome_sequencing_activity_set"], [], by="s"
-        )
+        repo.apply("real-1", ["read_qc_analysis_activity_set", "metagenome_raw_paired_end_reads"], [], by="s")
     # ... and another object is tagged after them
-    repo.apply("real-2", ["metagenome_sequencing_activity_set"], [], by="s")
+    repo.apply("real-2", ["metagenome_raw_paired_end_reads"], [], by="s")
     poller.poll_once()
     poller.poll_once()
     # Then the poller still reads the stream, and only the two real tags made jobs

@@ -18,7 +18,7 @@ from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, Streams
 from jobtriggers.local.template import find_template, functions, load_template, stream_sources
 from jobtriggers.models import job_id_for
 
-TYPE = "metagenome_sequencing_activity_set"  # seed/: -> metag-1.0.0
+TYPE = "metagenome_raw_paired_end_reads"  # seed/: -> metag-1.0.0
 
 
 def _poller(tables: dict[str, str], poll_interval: float = 0.25) -> StreamPoller:

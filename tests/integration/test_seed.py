@@ -37,12 +37,15 @@ def _edit(path: Path, fn: Any) -> None:
     path.write_text(json.dumps(fn(data)))
 
 
-def test_seed_dir_is_the_reference_minus_two_dangling_triggers() -> None:
+def test_seed_dir_is_the_reference_with_one_dangling_trigger_left_out_and_one_repaired() -> None:
     # Given seed/ as committed
     registry = load_seed_dir(SEED_DIR)
-    # Then it holds the reference registry with 12 of its 14 triggers
+    # Then it holds the reference registry: 12 of its 14 triggers, and the 13th the repair of mgrc-1.0.6
     assert (len(registry.object_types), len(registry.workflows), len(registry.capabilities)) == (34, 19, 19)
-    assert len(registry.triggers) == 12
+    reference = json.loads(REFERENCE_REGISTRY.read_text())
+    kept = {t["id"] for t in reference["triggers"] if t["workflow_defined"]}
+    assert len(kept) == 12
+    assert {t.id for t in registry.triggers} == kept | {"metagenome_sequencing_activity_set--readqc-1.0.6"}
     assert "schema#/definitions/Database" in {o.id for o in registry.object_types}
 
 
@@ -122,7 +125,7 @@ def test_load_is_an_upsert_with_deletes_and_backfills_new_triggers(
 ) -> None:
     # Given the seed loaded once, and an object tagged with a type no trigger names
     first = _sync(seed_copy)
-    assert len(first.diff.added["trigger"]) == 12
+    assert len(first.diff.added["trigger"]) == 13
     dynamodb().put_item(TableName=tables["OBJECTS_TABLE"], Item=to_item({"pk": "object#o1", "id": "o1"}))
     AssignmentRepository().apply("o1", ["gcms-metab-calibration"], [], by="s1")
     # When a trigger for that type is added, one removed, and the seed loaded again
@@ -167,7 +170,7 @@ def test_seeder_custom_resource_succeeds_and_fails_readably(tables: dict[str, st
     body = handle_seed_event(event, seed_copy, services, lambda u, b: sent.append((u, dict(b))))
     # Then it answers SUCCESS with the counts
     assert body["Status"] == "SUCCESS"
-    assert body["Data"]["Added"] == 34 + 19 + 19 + 12
+    assert body["Data"]["Added"] == 34 + 19 + 19 + 13
     assert sent[0][0] == "https://example.invalid/r"
     # When an update carries an invalid seed
     _edit(
@@ -190,7 +193,7 @@ def test_seeder_custom_resource_succeeds_and_fails_readably(tables: dict[str, st
 def test_cli_seed_check_exit_codes_and_json(seed_copy: Path) -> None:
     ok = runner.invoke(app, ["seed", "check", str(seed_copy), "--json"])
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["counts"]["trigger"] == 12
+    assert json.loads(ok.stdout)["counts"]["trigger"] == 13
     _edit(
         seed_copy / "triggers.json",
         lambda ts: [*ts, {**ts[0], "id": "a--b", "object_type_id": "a", "workflow_id": "b"}],

@@ -23,10 +23,10 @@ def _resolver() -> TriggerEngine:
     return TriggerEngine(RegistryRepository(), JobRepository())
 
 
-def test_metagenome_sequencing_tag_makes_one_metag_job(seeded_tables: dict[str, str]) -> None:
+def test_metagenome_raw_reads_tag_makes_one_metag_job(seeded_tables: dict[str, str]) -> None:
     # Given an object tagged with a type that seed/ links to metag-1.0.0
     _register_object(seeded_tables, "obj-1")
-    AssignmentRepository().apply("obj-1", ["metagenome_sequencing_activity_set"], [], by="site-a")
+    AssignmentRepository().apply("obj-1", ["metagenome_raw_paired_end_reads"], [], by="site-a")
     records = stream_records(seeded_tables["OBJECT_TYPES_TABLE"])
     # When the stream records are resolved twice (a redelivered batch)
     resolver = _resolver()
@@ -40,7 +40,7 @@ def test_metagenome_sequencing_tag_makes_one_metag_job(seeded_tables: dict[str, 
     assert job.status == "pending"
     assert job.config.object_id == "obj-1"
     assert job.workflow.id == "metag-1.0.0"
-    assert job.trigger_id == "metagenome_sequencing_activity_set--metag-1.0.0"
+    assert job.trigger_id == "metagenome_raw_paired_end_reads--metag-1.0.0"
 
 
 def test_two_types_triggering_one_workflow_make_one_job(tables: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ from jobtriggers.models import job_id_for
 from tests.api_events import LambdaContextStub, load_function
 from tests.stream_records import stream_records
 
-TYPE, WORKFLOW = "metagenome_sequencing_activity_set", "metag-1.0.0"
+TYPE, WORKFLOW = "metagenome_raw_paired_end_reads", "metag-1.0.0"
 
 
 def _tag(tables: dict[str, str], object_id: str) -> None:

@@ -82,6 +82,36 @@ class ObjectType(_Model):
     created_at: datetime
 
 
+# An output's name is what a site calls the file (`filtered_final`, `sr_contig`): safe in keys and URLs.
+OUTPUT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+# Far more than any workflow declares (NMDC's annotation has 25); a bound keeps a registry item small.
+MAX_WORKFLOW_OUTPUTS = 100
+
+
+class WorkflowOutput(_Model):
+    """One object a workflow's job produces, and the object types that object is assigned.
+
+    Declared in seed/workflows.json. A finished job registers its outputs as objects carrying these
+    types, and each type may trigger the next workflow: that is how a chain runs by itself. A job
+    need not register every declared output; it may not register an object of a type that no
+    output of its workflow declares.
+    """
+
+    name: str = Field(pattern=OUTPUT_NAME_PATTERN, description="unique within the workflow")
+    object_types: list[RegistryId] = Field(
+        min_length=1, max_length=16, description="the object types an object of this output is assigned"
+    )
+    description: str | None = None
+
+    @field_validator("object_types")
+    @classmethod
+    def _types_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({t for t in value if value.count(t) > 1})
+        if twice:
+            raise ValueError(f"object type {', '.join(repr(t) for t in twice)} is listed twice")
+        return value
+
+
 class Workflow(_Model):
     # No `#` in a workflow id: it is the left half of the job key `{workflow_id}#{object_id}`,
     # which must split one way only.
@@ -94,6 +124,34 @@ class Workflow(_Model):
     lease_seconds: int | None = Field(default=None, ge=10, le=7 * 24 * 3600)
     # How many claims may end in an error before the job is `failed` for good.
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    outputs: list[WorkflowOutput] = Field(
+        default_factory=list,
+        max_length=MAX_WORKFLOW_OUTPUTS,
+        description="what the workflow's jobs produce; empty: its jobs register no outputs",
+    )
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_names_once(cls, value: list[WorkflowOutput]) -> list[WorkflowOutput]:
+        names = [o.name for o in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"output name {', '.join(repr(n) for n in twice)} is declared twice")
+        return value
+
+    def output_names(self) -> list[str]:
+        """The declared outputs' names, in seed order."""
+        return [o.name for o in self.outputs]
+
+    def output_object_types(self) -> frozenset[str]:
+        """Every object type an output of this workflow may carry (the union over its outputs)."""
+        return frozenset(t for o in self.outputs for t in o.object_types)
+
+    def undeclared_output_types(self, object_type_ids: list[str]) -> list[str]:
+        """Those of `object_type_ids` that no output of this workflow declares, sorted: a completion
+        that registers an object with any of them is refused (and names them)."""
+        declared = self.output_object_types()
+        return sorted({t for t in object_type_ids if t not in declared})
 
 
 class Capability(_Model):
@@ -123,7 +181,6 @@ def trigger_id(object_type_id: str, workflow_id: str) -> str:
     return f"{object_type_id}--{workflow_id}"
 
 
-RegistryKind = Literal["object_type", "workflow", "capability", "trigger"]
 REGISTRY_MODELS: dict[str, type[_Model]] = {
     "object_type": ObjectType,
     "workflow": Workflow,

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.tree import Tree
 
 from jobtriggers.cli.common import (
     EndpointOption,
@@ -48,7 +49,8 @@ def _load(path: Path) -> Any:
 
 @app.command("check")
 def check(path: Path = SeedPath, as_json: bool = JsonOption) -> None:
-    """Validate seed/: unique ids, required fields, every trigger naming a defined type and workflow."""
+    """Validate seed/: unique ids, required fields, every trigger naming a defined type and workflow,
+    every output type defined, no trigger/output cycle."""
     try:
         registry = _load(path)
     except SeedError as exc:
@@ -57,19 +59,67 @@ def check(path: Path = SeedPath, as_json: bool = JsonOption) -> None:
             raise typer.Exit(1) from exc
         fail_from(exc)
     counts = {k: len(v) for k, v in registry.entries().items()}
+    outputs = sum(len(w.outputs) for w in registry.workflows)
     if as_json:
-        print_json({"valid": True, "counts": counts, "content_hash": registry.content_hash()})
+        print_json(
+            {
+                "valid": True,
+                "counts": counts,
+                "workflow_outputs": outputs,
+                "content_hash": registry.content_hash(),
+            }
+        )
         return
     print_table(
         [{"object type": t.object_type_id, "workflow": t.workflow_id} for t in registry.triggers],
         ["object type", "workflow"],
         title=f"{path}: {len(registry.triggers)} triggers",
     )
+    chains = _chains_tree(registry)
+    if chains is not None:
+        console.print(chains)
     console.print(
-        f"[green]valid[/green]: {counts['object_type']} object types, {counts['workflow']} workflows, "
-        f"{counts['capability']} capabilities, {counts['trigger']} triggers "
-        f"(content hash {registry.content_hash()[:12]})"
+        f"[green]valid[/green]: {counts['object_type']} object types, {counts['workflow']} workflows "
+        f"({outputs} outputs, no trigger/output cycle), {counts['capability']} capabilities, "
+        f"{counts['trigger']} triggers (content hash {registry.content_hash()[:12]})"
     )
+
+
+def _chains_tree(registry: Any) -> Tree | None:
+    """Each chain as a tree: type → the workflows it triggers → their output types that trigger more.
+
+    Called on a registry that passed the check, so there is no cycle and the recursion ends.
+    """
+    from jobtriggers.logic.chains import chain_links, chain_roots
+
+    links = chain_links(registry.workflows, registry.triggers)
+    workflows = {w.id: w for w in registry.workflows}
+    triggered: dict[str, list[str]] = {}
+    for t in registry.triggers:
+        triggered.setdefault(t.object_type_id, []).append(t.workflow_id)
+
+    def add_workflow(parent: Tree, workflow_id: str) -> None:
+        n = len(workflows[workflow_id].outputs)
+        onward = sorted({ot for ot, _ in links[workflow_id]})
+        note = (
+            f"{n} outputs" if onward else f"{n} outputs; they trigger nothing" if n else "no outputs declared"
+        )
+        node = parent.add(f"[bold]{workflow_id}[/bold] [dim]({note})[/dim]")
+        for object_type in onward:
+            add_type(node, object_type)
+
+    def add_type(parent: Tree, object_type: str) -> None:
+        node = parent.add(f"[cyan]{object_type}[/cyan]")
+        for workflow_id in sorted(triggered[object_type]):
+            add_workflow(node, workflow_id)
+
+    roots = chain_roots(registry.workflows, registry.triggers)
+    if not roots:
+        return None
+    tree = Tree("chains: what a finished job's outputs trigger")
+    for object_type in roots:
+        add_type(tree, object_type)
+    return tree
 
 
 @app.command("diff")
@@ -86,7 +136,7 @@ def diff(
     configure_store(endpoint_url, stack)
     with reported_errors():
         registry = _load(path)
-        changes, _ = diff_registry(registry, wiring.registry())
+        changes = diff_registry(registry, wiring.registry())
     summary = changes.summary()
     if as_json:
         print_json(summary)
@@ -95,7 +145,10 @@ def diff(
         {
             "kind": kind,
             "added": ", ".join(summary["added"][kind]),
-            "changed": ", ".join(summary["changed"][kind]),
+            # what changed in each: `mgasm-1.0.3 (outputs)`
+            "changed": ", ".join(
+                f"{i} ({', '.join(changes.changed_fields[kind][i])})" for i in summary["changed"][kind]
+            ),
             "removed": ", ".join(summary["removed"][kind]),
             "unchanged": summary["unchanged"][kind],
         }

@@ -25,6 +25,8 @@ class TriggerSource(Protocol):
 
 
 class Backfiller(Protocol):
+    """Makes a trigger's jobs for objects tagged before it (TriggerResolver; fakes in tests)."""
+
     def backfill(
         self,
         trigger: Trigger,
@@ -41,13 +43,6 @@ class TriggerReconciled:
     trigger_id: str
     created: int
     already_present: int
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "trigger": self.trigger_id,
-            "jobs created": self.created,
-            "already present": self.already_present,
-        }
 
 
 def select_triggers(registry: TriggerSource, trigger_ids: Iterable[str] | None = None) -> list[Trigger]:

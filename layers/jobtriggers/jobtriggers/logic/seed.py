@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,8 +16,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from jobtriggers.errors import SeedError
-from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS
-from jobtriggers.models import Capability, ObjectType, Trigger, Workflow
+from jobtriggers.logic.chains import describe_cycle, trigger_cycles
+from jobtriggers.logic.reconcile import Backfiller
+from jobtriggers.logic.triggering import BACKFILL_DELAY_SECONDS, TaggedObjects
+from jobtriggers.models import REGISTRY_MODELS, Capability, ObjectType, Trigger, Workflow
 from jobtriggers.observability import logger
 
 # One human-edited file per kind, in this order (a trigger needs its type and workflow first).
@@ -32,12 +34,6 @@ DOC_KEYS = {
     "workflow": "workflows",
     "capability": "capabilities",
     "trigger": "triggers",
-}
-MODELS: dict[str, type[BaseModel]] = {
-    "object_type": ObjectType,
-    "workflow": Workflow,
-    "capability": Capability,
-    "trigger": Trigger,
 }
 # Fields that ../shared/reference's extraction added to explain the data; not part of the registry.
 EXTRACTION_ONLY_FIELDS = frozenset(
@@ -72,7 +68,26 @@ def _describe(err: Mapping[str, Any]) -> str:
 def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> Registry:
     """Validate a whole registry; raise SeedError listing every problem found, not just the first."""
     problems: list[str] = []
+    parsed, invalid = _parse_entries(doc, source, problems)
+    problems += _reference_problems(parsed, invalid, source)
+    problems += _cycle_problems(parsed["workflow"], parsed["trigger"], source)
+    if problems:
+        raise SeedError(problems)
+    return Registry(
+        object_types=parsed["object_type"],
+        workflows=parsed["workflow"],
+        capabilities=parsed["capability"],
+        triggers=parsed["trigger"],
+    )
+
+
+def _parse_entries(
+    doc: Mapping[str, Any], source: str, problems: list[str]
+) -> tuple[dict[str, list[Any]], dict[str, set[str]]]:
+    """Each kind's valid entries, and the ids of entries that failed validation (their problems are
+    appended to `problems`), so that a reference to one is not also reported as undefined."""
     parsed: dict[str, list[Any]] = {}
+    invalid: dict[str, set[str]] = {kind: set() for kind in DOC_KEYS}
     for kind, key in DOC_KEYS.items():
         raw = doc.get(key)
         if not isinstance(raw, list):
@@ -88,9 +103,11 @@ def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> 
                 continue
             clean = {k: v for k, v in entry.items() if k not in EXTRACTION_ONLY_FIELDS}
             try:
-                model = MODELS[kind].model_validate(clean)
+                model = REGISTRY_MODELS[kind].model_validate(clean)
             except ValidationError as exc:
                 problems += [f"{where}: {_describe(e)}" for e in exc.errors()]
+                if isinstance(entry.get("id"), str):
+                    invalid[kind].add(entry["id"])
                 continue
             if model.id in ids:  # type: ignore[attr-defined]
                 problems.append(f"{where}: duplicate id '{model.id}' (first at index {ids[model.id]})")  # type: ignore[attr-defined]
@@ -98,31 +115,47 @@ def registry_from_document(doc: Mapping[str, Any], source: str = "registry") -> 
             ids[model.id] = n  # type: ignore[attr-defined]
             entries.append(model)
         parsed[kind] = entries
+    return parsed, invalid
 
-    type_ids = {o.id for o in parsed["object_type"]}
-    workflow_ids = {w.id for w in parsed["workflow"]}
-    capability_ids = {c.id for c in parsed["capability"]}
+
+def _reference_problems(parsed: dict[str, list[Any]], invalid: dict[str, set[str]], source: str) -> list[str]:
+    """Every reference to an object type, workflow or capability that is not (validly) defined."""
+    defined = {kind: {e.id for e in entries} for kind, entries in parsed.items()}
+
+    def missing(kind: str, entry_id: str) -> str | None:
+        if entry_id in defined[kind]:
+            return None
+        return "which is invalid (see above)" if entry_id in invalid[kind] else "which is not defined"
+
+    problems: list[str] = []
     for t in parsed["trigger"]:
-        if t.object_type_id not in type_ids:
-            problems.append(
-                f"{source}: trigger '{t.id}' names object type '{t.object_type_id}', which is not defined"
-            )
-        if t.workflow_id not in workflow_ids:
-            problems.append(
-                f"{source}: trigger '{t.id}' names workflow '{t.workflow_id}', which is not defined"
-            )
+        if why := missing("object_type", t.object_type_id):
+            problems.append(f"{source}: trigger '{t.id}' names object type '{t.object_type_id}', {why}")
+        if why := missing("workflow", t.workflow_id):
+            problems.append(f"{source}: trigger '{t.id}' names workflow '{t.workflow_id}', {why}")
     for w in parsed["workflow"]:
         for c in w.capability_ids:
-            if c not in capability_ids:
-                problems.append(f"{source}: workflow '{w.id}' needs capability '{c}', which is not defined")
-    if problems:
-        raise SeedError(problems)
-    return Registry(
-        object_types=parsed["object_type"],
-        workflows=parsed["workflow"],
-        capabilities=parsed["capability"],
-        triggers=parsed["trigger"],
-    )
+            if why := missing("capability", c):
+                problems.append(f"{source}: workflow '{w.id}' needs capability '{c}', {why}")
+        for output in w.outputs:
+            for ot in output.object_types:
+                if why := missing("object_type", ot):
+                    problems.append(
+                        f"{source}: workflow '{w.id}' output '{output.name}' has object type '{ot}', {why}"
+                    )
+    return problems
+
+
+def _cycle_problems(workflows: list[Workflow], triggers: list[Trigger], source: str) -> list[str]:
+    cycles, more = trigger_cycles(workflows, triggers)
+    problems = [
+        f"{source}: trigger/output cycle {describe_cycle(c)}: each job's outputs would start the next "
+        "job, without end; break it by removing one of its output types or one of its triggers"
+        for c in cycles
+    ]
+    if more:
+        problems.append(f"{source}: more trigger/output cycles than the {len(cycles)} named above")
+    return problems
 
 
 def load_seed_dir(path: str | Path) -> Registry:
@@ -151,13 +184,14 @@ class RegistryWriter(Protocol):
 
 @dataclass
 class SeedDiff:
-    """What loading a registry changes, per kind: ids added, changed, removed, unchanged."""
+    """What loading a registry changes, per kind: ids added, changed, removed, unchanged; and per
+    changed entry, the fields that differ (`changed_fields[kind][id]`, e.g. `["outputs"]`)."""
 
     added: dict[str, list[str]] = field(default_factory=dict)
     changed: dict[str, list[str]] = field(default_factory=dict)
     removed: dict[str, list[str]] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
-    new_triggers: list[Trigger] = field(default_factory=list)
+    changed_fields: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -165,22 +199,25 @@ class SeedDiff:
             "changed": self.changed,
             "removed": self.removed,
             "unchanged": self.unchanged,
+            "changed_fields": self.changed_fields,
         }
 
 
-def diff_registry(registry: Registry, store: RegistryWriter) -> tuple[SeedDiff, dict[str, dict[str, Any]]]:
+def diff_registry(registry: Registry, store: RegistryWriter) -> SeedDiff:
     diff = SeedDiff()
-    current: dict[str, dict[str, Any]] = {}
     for kind, wanted in registry.entries().items():
         have = {e.id: e for e in store.list_all(kind)}
-        current[kind] = have
         want = {e.id: e for e in wanted}
         diff.added[kind] = sorted(set(want) - set(have))
         diff.removed[kind] = sorted(set(have) - set(want))
         diff.changed[kind] = sorted(i for i in set(want) & set(have) if want[i] != have[i])
         diff.unchanged[kind] = len(set(want) & set(have)) - len(diff.changed[kind])
-    diff.new_triggers = [t for t in registry.triggers if t.id in set(diff.added["trigger"])]
-    return diff, current
+        diff.changed_fields[kind] = {i: _fields_that_differ(want[i], have[i]) for i in diff.changed[kind]}
+    return diff
+
+
+def _fields_that_differ(a: BaseModel, b: BaseModel) -> list[str]:
+    return [name for name in type(a).model_fields if getattr(a, name) != getattr(b, name)]
 
 
 def apply_registry(
@@ -193,7 +230,7 @@ def apply_registry(
     Order keeps references whole while it runs: types, workflows and capabilities before the
     triggers that name them; obsolete triggers deleted before what they named.
     """
-    diff, _ = diff_registry(registry, store)
+    diff = diff_registry(registry, store)
     entries = registry.entries()
     by_id = {kind: {e.id: e for e in items} for kind, items in entries.items()}
     for kind in ("object_type", "workflow", "capability", "trigger"):
@@ -209,10 +246,6 @@ def apply_registry(
     return diff
 
 
-def triggers_by_id(triggers: Iterable[Trigger]) -> dict[str, Trigger]:
-    return {t.id: t for t in triggers}
-
-
 @dataclass
 class SyncReport:
     """What one seed load did: the registry diff and the jobs backfill made per new trigger."""
@@ -225,15 +258,11 @@ class SyncReport:
         return {**self.diff.summary(), "backfilled_jobs": self.backfilled, "content_hash": self.content_hash}
 
 
-class Backfiller(Protocol):
-    def backfill(self, trigger: Trigger, objects: Any, page_size: int = ..., progress: Any = ...) -> Any: ...
-
-
 def sync_registry(
     registry: Registry,
     store: RegistryWriter,
     resolver: Backfiller,
-    objects: Any,
+    objects: TaggedObjects,
     progress: Callable[[str, str], None] | None = None,
     *,
     backfill_delay_seconds: float = BACKFILL_DELAY_SECONDS,
