@@ -344,10 +344,14 @@ def test_a_shard_that_appears_later_is_read_from_its_start() -> None:
 
 
 def test_the_template_mapping_is_read_from_template_yaml() -> None:
-    # Given the template's DynamoDB event source
-    (source,) = stream_sources(load_template())
-    # When it becomes a mapping
-    mapping = StreamMapping.from_source(source, ARN)
+    # Given the template's DynamoDB event sources
+    sources = {s.function: s for s in stream_sources(load_template())}
+    assert {f: s.table for f, s in sources.items()} == {
+        "TriggerResolverFunction": "ObjectTypesTable",
+        "JobEventsFunction": "JobsTable",
+    }
+    # When TriggerResolver's becomes a mapping
+    mapping = StreamMapping.from_source(sources["TriggerResolverFunction"], ARN)
     # Then its rules are the template's
     assert mapping.function == "TriggerResolverFunction"
     assert mapping.batch_size == 100
@@ -357,6 +361,12 @@ def test_the_template_mapping_is_read_from_template_yaml() -> None:
     assert mapping.report_batch_item_failures is True
     assert mapping.wants({"eventName": "INSERT"})
     assert not mapping.wants({"eventName": "REMOVE"})
+    # And JobEvents' takes every change of a job but its removal
+    jobs = StreamMapping.from_source(sources["JobEventsFunction"], ARN)
+    assert (jobs.bisect_on_error, jobs.report_batch_item_failures) == (True, True)
+    assert (jobs.maximum_retry_attempts, jobs.maximum_record_age_seconds) == (20, 21600)
+    assert jobs.wants({"eventName": "INSERT"}) and jobs.wants({"eventName": "MODIFY"})
+    assert not jobs.wants({"eventName": "REMOVE"})
 
 
 def test_the_background_thread_delivers_and_stops_cleanly() -> None:
