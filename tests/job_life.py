@@ -38,7 +38,7 @@ class JobLife:
         self.job_id = job_id_for(workflow_id, self.object_id)
         self.item: dict[str, Any] | None = None
         self.expected_types: list[str] = []
-        self.claims: dict[str, int] = {}  # site -> claims made
+        self.claim_hours: list[tuple[str, str]] = []  # (site, yyyy-mm-ddThh) of each claim
 
     @property
     def version(self) -> int:
@@ -93,8 +93,7 @@ class JobLife:
         )
 
     def claim(self, site_id: str) -> dict[str, Any]:
-        self.claims[site_id] = self.claims.get(site_id, 0) + 1
-        return self._write(
+        item = self._write(
             ["job.claimed"],
             site_id,
             status="claimed",
@@ -103,6 +102,8 @@ class JobLife:
             attempts=int(self.item["attempts"]) + 1 if self.item else 1,
             lease_expires_at=_at(),
         )
+        self.claim_hours.append((site_id, str(item["transition"]["at"])[:13]))
+        return item
 
     def heartbeat(self) -> dict[str, Any]:
         """A lease renewal: no new version, no transition (no event)."""
@@ -113,9 +114,8 @@ class JobLife:
 
     def takeover(self, site_id: str) -> dict[str, Any]:
         """A claim of a job whose lease ended: the expiry and the claim in one transition."""
-        self.claims[site_id] = self.claims.get(site_id, 0) + 1
         assert self.item is not None
-        return self._write(
+        item = self._write(
             ["job.lease_expired", "job.claimed"],
             site_id,
             status="claimed",
@@ -124,6 +124,8 @@ class JobLife:
             attempts=int(self.item["attempts"]) + 1,
             last_error={"code": "lease_expired", "message": "the holder stopped renewing its lease"},
         )
+        self.claim_hours.append((site_id, str(item["transition"]["at"])[:13]))
+        return item
 
     def fail(self, code: str = "exit_1", message: str = "the command failed") -> dict[str, Any]:
         assert self.item is not None
