@@ -212,6 +212,9 @@ class EventBus(Protocol):
 
 @dataclass
 class Outcome:
+    """What one record came to (for logs and tests): `applied` (counted by this call), how many
+    events were `published`, or why it was `skipped`."""
+
     job_id: str | None = None
     version: int | None = None
     published: int = 0
@@ -233,8 +236,10 @@ class JobEventsProcessor:
         except MalformedTransition as exc:
             # Retrying cannot mend the item, and raising would hold up every job of the shard: it is
             # logged loudly, and the writer is what needs fixing.
+            keys = record.get("dynamodb", {}).get("Keys")
             logger.error(
-                "job write without a usable transition: no events, no counts", extra={"reason": str(exc)}
+                "job write without a usable transition: no events, no counts",
+                extra={"reason": str(exc), "keys": keys},
             )
             return Outcome(skipped="malformed")
         if transition is None:
