@@ -152,7 +152,7 @@ class StreamDriver:
         from jobtriggers.local.stream_poller import StreamMapping, StreamPoller, StreamsClient
         from jobtriggers.local.template import load_template, stream_sources
 
-        source = stream_sources(load_template())[0]
+        (source,) = [s for s in stream_sources(load_template()) if s.function == "TriggerResolverFunction"]
         handler = load_handler(FUNCTIONS_DIR / "trigger_resolver" / "app.py", label="bench_cost")
         mapping = dataclasses.replace(
             StreamMapping.from_source(source, stream_arn(store.object_types_table)),

@@ -151,7 +151,7 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
     runtime.start(restore_environment=True)
     floor_poller = None
     try:
-        source = stream_sources(runtime.template)[0]
+        (source,) = [s for s in stream_sources(runtime.template) if s.function == "TriggerResolverFunction"]
         mapping = dataclasses.replace(
             StreamMapping.from_source(source, stream_arn(runtime.tables["OBJECT_TYPES_TABLE"])),
             starting_position="LATEST",

@@ -94,7 +94,7 @@ class _FaultsSparing(FaultInjector):
 def _poller(tables: dict[str, str], poll_interval: float = 0.02) -> StreamPoller:
     """The template's event source mapping on this test's tables, calling a fresh TriggerEngine."""
     template = load_template()
-    (source,) = stream_sources(template)
+    (source,) = [s for s in stream_sources(template) if s.function == "TriggerResolverFunction"]
     path, attr = handler_path(find_template().parent, functions(template)[source.function])
     mapping = StreamMapping.from_source(source, stream_arn(tables["OBJECT_TYPES_TABLE"]))
     return StreamPoller(

@@ -24,7 +24,7 @@ TYPE = "metagenome_raw_paired_end_reads"  # seed/: -> metag-1.0.0
 def _poller(tables: dict[str, str], poll_interval: float = 0.25) -> StreamPoller:
     """The template's mapping on this test's tables, calling a freshly loaded TriggerEngine."""
     template = load_template()
-    (source,) = stream_sources(template)
+    (source,) = [s for s in stream_sources(template) if s.function == "TriggerResolverFunction"]
     path, attr = handler_path(find_template().parent, functions(template)[source.function])
     mapping = StreamMapping.from_source(source, stream_arn(tables["OBJECT_TYPES_TABLE"]))
     return StreamPoller(

@@ -4,6 +4,7 @@ bisecting, the dead-letter list, filters, record age and shards, as Lambda's map
 from __future__ import annotations
 
 import base64
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -344,10 +345,14 @@ def test_a_shard_that_appears_later_is_read_from_its_start() -> None:
 
 
 def test_the_template_mapping_is_read_from_template_yaml() -> None:
-    # Given the template's DynamoDB event source
-    (source,) = stream_sources(load_template())
-    # When it becomes a mapping
-    mapping = StreamMapping.from_source(source, ARN)
+    # Given the template's DynamoDB event sources
+    sources = {s.function: s for s in stream_sources(load_template())}
+    assert {f: s.table for f, s in sources.items()} == {
+        "TriggerResolverFunction": "ObjectTypesTable",
+        "JobEventsFunction": "JobsTable",
+    }
+    # When TriggerResolver's becomes a mapping
+    mapping = StreamMapping.from_source(sources["TriggerResolverFunction"], ARN)
     # Then its rules are the template's
     assert mapping.function == "TriggerResolverFunction"
     assert mapping.batch_size == 100
@@ -357,6 +362,12 @@ def test_the_template_mapping_is_read_from_template_yaml() -> None:
     assert mapping.report_batch_item_failures is True
     assert mapping.wants({"eventName": "INSERT"})
     assert not mapping.wants({"eventName": "REMOVE"})
+    # And JobEvents' takes every change of a job but its removal
+    jobs = StreamMapping.from_source(sources["JobEventsFunction"], ARN)
+    assert (jobs.bisect_on_error, jobs.report_batch_item_failures) == (True, True)
+    assert (jobs.maximum_retry_attempts, jobs.maximum_record_age_seconds) == (20, 21600)
+    assert jobs.wants({"eventName": "INSERT"}) and jobs.wants({"eventName": "MODIFY"})
+    assert not jobs.wants({"eventName": "REMOVE"})
 
 
 def test_the_background_thread_delivers_and_stops_cleanly() -> None:
@@ -374,7 +385,72 @@ def test_the_background_thread_delivers_and_stops_cleanly() -> None:
     # Then it was delivered and the thread is gone
     assert idle
     assert handler.batches == [[7]]
-    assert poller._thread is None
+    assert not poller.running
+
+
+class RoutedStreams:
+    """Several streams behind one client, told apart by StreamArn (and by their iterators)."""
+
+    def __init__(self, streams: dict[str, FakeStreams]) -> None:
+        self.streams = streams
+        self.arns = list(streams)
+
+    def describe_stream(self, **kwargs: Any) -> dict[str, Any]:
+        return self.streams[kwargs["StreamArn"]].describe_stream(**kwargs)
+
+    def get_shard_iterator(self, **kwargs: Any) -> dict[str, Any]:
+        inner = self.streams[kwargs["StreamArn"]].get_shard_iterator(**kwargs)["ShardIterator"]
+        return {"ShardIterator": f"{self.arns.index(kwargs['StreamArn'])}|{inner}"}
+
+    def get_records(self, **kwargs: Any) -> dict[str, Any]:
+        index, inner = kwargs["ShardIterator"].split("|", 1)
+        arn = self.arns[int(index)]
+        resp = self.streams[arn].get_records(**{**kwargs, "ShardIterator": inner})
+        if resp["NextShardIterator"]:
+            resp["NextShardIterator"] = f"{index}|{resp['NextShardIterator']}"
+        return resp
+
+
+def test_a_slow_consumer_does_not_hold_up_another_mappings_stream() -> None:
+    # Given two mappings (two tables' streams), the first one's handler stuck in an invocation
+    import threading
+
+    release = threading.Event()
+    slow_calls: list[int] = []
+
+    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        slow_calls.append(len(event["Records"]))
+        release.wait(10)
+        return {"batchItemFailures": []}
+
+    arn_b = ARN.replace("table/t/", "table/u/")
+    streams = {ARN: FakeStreams(), arn_b: FakeStreams()}
+    fast = FakeHandler()
+    poller = StreamPoller(
+        [StreamMapping("Slow", ARN), StreamMapping("Fast", arn_b)],
+        {"Slow": slow, "Fast": fast},
+        RoutedStreams(streams),
+        poll_interval=0.01,
+    )
+    streams[ARN].add(raw_record(1))
+    poller.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not slow_calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # When a record arrives on the other stream while the first handler is still busy
+        streams[arn_b].add(raw_record(2))
+        while not fast.batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Then it is delivered all the same, and the stream is not idle until the slow one is done
+        assert fast.batches == [[2]] and not release.is_set()
+        assert not poller.wait_until_idle(0.2)
+        release.set()
+        assert poller.wait_until_idle(5)
+    finally:
+        release.set()
+        poller.stop()
+    assert slow_calls == [1] and not poller.running
 
 
 def test_recent_deliveries_record_arrival_and_handling_times_for_benchmarks() -> None:

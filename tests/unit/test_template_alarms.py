@@ -8,11 +8,13 @@ RecordsFailed, so the first page came from the dead-letter queue, after all retr
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any
 
 import pytest
 
 from jobtriggers.local.template import load_template, resources_of_type
+from jobtriggers.logic.job_events import METRICS_CONSUMER
 from tests.conftest import ROOT
 
 TEMPLATE = load_template()
@@ -29,13 +31,35 @@ def _description(props: dict[str, Any]) -> str:
     return " ".join(str(props["AlarmDescription"]).split())
 
 
-def test_a_failed_stream_record_pages_within_five_minutes() -> None:
-    # Given the alarm on the handlers' RecordsFailed metric (EMF: namespace and service dimension)
-    (alarm,) = [
-        a["Properties"] for a in ALARMS.values() if _metric_names(a["Properties"]) == ["RecordsFailed"]
-    ]
-    assert alarm["Namespace"] == "JobTriggers"
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": "jobtriggers"}]
+# Both stream consumers emit RecordsFailed; each has its own alarm, reading exactly the dimensions
+# its consumer emits (EMF: Powertools' service dimension, and JobEvents' consumer dimension), so
+# that neither alarm's description claims the other's failures.
+RECORDS_FAILED_ALARMS = {
+    name: a["Properties"] for name, a in ALARMS.items() if _metric_names(a["Properties"]) == ["RecordsFailed"]
+}
+EMITTED_DIMENSIONS = {
+    "StreamRecordsFailedAlarm": [{"Name": "service", "Value": "jobtriggers"}],
+    "JobEventsRecordsFailedAlarm": [
+        {"Name": "consumer", "Value": METRICS_CONSUMER},
+        {"Name": "service", "Value": "jobtriggers"},
+    ],
+}
+
+
+def test_each_stream_consumer_has_its_own_records_failed_alarm() -> None:
+    assert sorted(RECORDS_FAILED_ALARMS) == sorted(EMITTED_DIMENSIONS)
+    for name, props in RECORDS_FAILED_ALARMS.items():
+        assert props["Namespace"] == "JobTriggers"
+        key = itemgetter("Name")
+        assert sorted(props["Dimensions"], key=key) == sorted(EMITTED_DIMENSIONS[name], key=key), name
+    assert "TriggerResolver" in _description(RECORDS_FAILED_ALARMS["StreamRecordsFailedAlarm"])
+    assert "JobEvents" in _description(RECORDS_FAILED_ALARMS["JobEventsRecordsFailedAlarm"])
+
+
+@pytest.mark.parametrize("name", sorted(EMITTED_DIMENSIONS))
+def test_a_failed_stream_record_pages_within_five_minutes(name: str) -> None:
+    # Given the alarm on a consumer's RecordsFailed metric
+    alarm = RECORDS_FAILED_ALARMS[name]
     # Then one failed record in one period sets it off, and the periods it needs fit in 5 minutes
     assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
         "Sum",
@@ -48,13 +72,21 @@ def test_a_failed_stream_record_pages_within_five_minutes() -> None:
     assert alarm["TreatMissingData"] == "notBreaching"
 
 
-def test_the_errors_alarm_covers_a_failed_first_record_because_the_handler_raises_then() -> None:
-    props = ALARMS["TriggerResolverErrorsAlarm"]["Properties"]
+@pytest.mark.parametrize(
+    ("alarm", "function"),
+    [
+        ("TriggerResolverErrorsAlarm", "TriggerResolverFunction"),
+        ("JobEventsErrorsAlarm", "JobEventsFunction"),
+    ],
+)
+def test_the_errors_alarm_covers_a_failed_first_record_because_the_handler_raises_then(
+    alarm: str, function: str
+) -> None:
+    props = ALARMS[alarm]["Properties"]
     text = _description(props)
     assert "first record failed" in text and "raises" in text
-    handler = (
-        TEMPLATE["Resources"]["TriggerResolverFunction"]["Properties"]["CodeUri"].rstrip("/") + "/app.py"
-    )
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    handler = TEMPLATE["Resources"][function]["Properties"]["CodeUri"].rstrip("/") + "/app.py"
     assert "response_or_raise()" in (ROOT / handler).read_text(encoding="utf-8")
 
 

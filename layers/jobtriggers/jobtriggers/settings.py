@@ -84,6 +84,22 @@ class IdempotencySettings(_Environment):
     idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=1)
 
 
+class JobEventsSettings(_Environment):
+    """The tables the job events consumer writes and the board reads: one item per job transition
+    (JOB_EVENTS_TABLE) and the running counts (COUNTS_TABLE). template.yaml sets them on the
+    functions that use them only."""
+
+    job_events_table: str = Field(alias="JOB_EVENTS_TABLE", min_length=1)
+    counts_table: str = Field(alias="COUNTS_TABLE", min_length=1)
+
+
+class JobEventsBusSettings(_Environment):
+    """The EventBridge bus job transitions are published on (its name). Only JobEventsFunction
+    publishes; readers of the events table (the board) do not need it."""
+
+    job_events_bus: str = Field(alias="JOB_EVENTS_BUS", min_length=1)
+
+
 class TokenSettings(_Environment):
     """How access tokens are signed and how long they live."""
 
@@ -115,6 +131,16 @@ def idempotency_settings() -> IdempotencySettings:
 
 
 @lru_cache(maxsize=1)
+def job_events_settings() -> JobEventsSettings:
+    return JobEventsSettings.from_environ()
+
+
+@lru_cache(maxsize=1)
+def job_events_bus_settings() -> JobEventsBusSettings:
+    return JobEventsBusSettings.from_environ()
+
+
+@lru_cache(maxsize=1)
 def token_settings() -> TokenSettings:
     return TokenSettings.from_environ()
 
@@ -143,5 +169,7 @@ def reset_settings_cache() -> None:
     """Tests and the local runtime change the environment; they call this after."""
     table_names.cache_clear()
     idempotency_settings.cache_clear()
+    job_events_settings.cache_clear()
+    job_events_bus_settings.cache_clear()
     token_settings.cache_clear()
     job_settings.cache_clear()

@@ -11,7 +11,7 @@ Behaviour copied from API Gateway REST APIs, so that what works here works when 
 - the authorizer's `context` (values as strings) and `principalId` go to requestContext.authorizer;
 - a handler exception or a malformed response is a 502 `{"message": "Internal server error"}`;
 - bodies over 10 MB are refused with 413.
-Local extras: `GET /local/dlq` and `GET /local/stats`.
+Local extras: `GET /local/dlq`, `GET /local/stats` and `GET /local/events[?job_id=]`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from jobtriggers.local.invoke import FunctionError
 from jobtriggers.local.store import PortInUseError
@@ -213,6 +213,7 @@ class Gateway:
         authorizer: str | None = None,
         settings: ApiSettings | None = None,
         local_routes: Mapping[str, Callable[[], Any]] | None = None,
+        local_query_routes: Mapping[str, Callable[[dict[str, list[str]]], Any]] | None = None,
         region: str = "us-east-1",
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
@@ -221,6 +222,7 @@ class Gateway:
         self.authorizer = authorizer
         self.settings = settings or ApiSettings()
         self.local_routes = dict(local_routes or {})
+        self.local_query_routes = dict(local_query_routes or {})
         self.region = region
         self.max_body_bytes = max_body_bytes
         self._server: ThreadingHTTPServer | None = None
@@ -281,6 +283,11 @@ class Gateway:
         raw_path = split.path or "/"
         if method == "GET" and raw_path in self.local_routes:
             return _json_response(200, self.local_routes[raw_path]())
+        if method == "GET" and raw_path in self.local_query_routes:
+            try:
+                return _json_response(200, self.local_query_routes[raw_path](parse_qs(split.query)))
+            except ValueError as exc:
+                return _json_response(400, {"detail": str(exc)})
         if len(body) > self.max_body_bytes:
             return self.gateway_response(
                 "REQUEST_TOO_LARGE", f"request body is over {self.max_body_bytes // (1024 * 1024)} MB"

@@ -1,13 +1,17 @@
 """The whole service on this machine, wired from template.yaml, run the way Lambda runs it.
 
 - DynamoDB: moto's server on loopback (jobtriggers.local.store), with the template's tables and
-  the registry loaded from seed/ as a deploy loads it.
+  the registry loaded from seed/ as a deploy loads it. The same server is EventBridge, with the
+  template's event buses (jobtriggers.local.events): `events()` and `GET /local/events` list what
+  was put on them.
 - Functions: each in worker processes of its own (jobtriggers.local.invoke), with its environment
   from template.yaml (Globals + its own Environment, resolved at the parameters' defaults), one
   invocation at a time per process, more processes for concurrent invocations. They reach
-  DynamoDB through a loopback proxy (jobtriggers.local.proxy), where tests inject faults.
+  DynamoDB and EventBridge through a loopback proxy (jobtriggers.local.proxy), where tests inject
+  faults and the runtime counts requests.
 - Event sources: the HTTP gateway in front of the API, token and authorizer functions; the stream
-  poller in front of TriggerEngine; the scheduler for `Type: Schedule` events.
+  poller in front of the stream consumers (TriggerResolver, JobEvents); the scheduler for
+  `Type: Schedule` events.
 
 `jobtriggers local` runs it until Ctrl-C; the e2e tests start it in-process on free ports.
 """
@@ -29,6 +33,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from jobtriggers.dal.dynamo import reset_clients
+from jobtriggers.local.events import EventBuses
 from jobtriggers.local.gateway import Gateway, api_settings
 from jobtriggers.local.invoke import DEFAULT_MAX_WORKERS, FunctionLogs, FunctionPool
 from jobtriggers.local.proxy import DynamoDBProxy
@@ -50,6 +55,7 @@ from jobtriggers.local.template import (
     ScheduleEvent,
     api_routes,
     authorizer_function,
+    event_bus_names_for,
     find_template,
     function_environment,
     functions,
@@ -145,6 +151,7 @@ class LocalRuntime:
         self.poller: StreamPoller | None = None
         self.gateway: Gateway | None = None
         self.scheduler: Scheduler | None = None
+        self.buses: EventBuses | None = None
         self.unavailable: dict[str, str] = {}
         self._signing_key = os.environ.get("SIGNING_KEY") or secrets.token_urlsafe(48)
         self._stopped = threading.Event()
@@ -181,8 +188,23 @@ class LocalRuntime:
         return self.scheduler.schedules if self.scheduler else []
 
     def wait_for_stream(self, timeout: float = 10.0) -> bool:
-        """Wait until every record written so far has been through TriggerEngine (or the DLQ)."""
+        """Wait until every record written so far has been through the stream consumers (or a DLQ)."""
         return self.poller.wait_until_idle(timeout) if self.poller else True
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """What was put on the template's event buses, in order, as a rule's target receives it
+        (EventBridge's envelope, `detail` holding the job event); one job's only, when asked."""
+        return self.buses.events(job_id=job_id) if self.buses else []
+
+    def _local_events(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """GET /local/events[?job_id=...]"""
+        unknown = sorted(set(query) - {"job_id"})
+        if unknown:
+            raise ValueError(f"/local/events takes only job_id, not {', '.join(unknown)}")
+        job_ids = query.get("job_id", [])
+        if len(job_ids) > 1:
+            raise ValueError("/local/events takes one job_id")
+        return self.events(job_id=job_ids[0] if job_ids else None)
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         """Invoke a function in its worker, as `aws lambda invoke` would."""
@@ -289,7 +311,8 @@ class LocalRuntime:
     def environment_for(self, function: str) -> dict[str, str]:
         """Everything a function's process finds in its environment, as Lambda would set it."""
         assert self.proxy is not None
-        names = table_names_for(self.template, self.config.table_prefix)
+        prefix = self.config.table_prefix
+        names = table_names_for(self.template, prefix) | event_bus_names_for(self.template, prefix)
         declared, left_out = function_environment(self.template, function, self.parameters, names)
         # (The function's own identity, AWS_LAMBDA_FUNCTION_NAME and the like, the pool adds.)
         env = {
@@ -307,9 +330,12 @@ class LocalRuntime:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true",
-            # The functions' way to DynamoDB: through the proxy.
+            # The functions' way to DynamoDB and EventBridge: through the proxy, so that requests
+            # to both are counted (GET /local/stats) and faults can be injected in either.
+            # (botocore names a service's endpoint variable after its service id: EVENTBRIDGE.)
             "AWS_ENDPOINT_URL_DYNAMODB": self.proxy.endpoint,
             "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.proxy.endpoint,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": self.proxy.endpoint,
             **declared,
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
             # EMF lines on every invocation drown the log; POWERTOOLS_METRICS_DISABLED=false shows them.
@@ -353,6 +379,9 @@ class LocalRuntime:
             log.info("using the existing %s-* tables", cfg.table_prefix)
         self.proxy = DynamoDBProxy(self.dynamodb_endpoint)
         self.proxy.start()
+        self.buses = EventBuses(
+            self.dynamodb_endpoint, event_bus_names_for(self.template, cfg.table_prefix), region=self.region
+        ).create()
 
     def _load_seed(self) -> None:
         from jobtriggers import wiring
@@ -426,6 +455,7 @@ class LocalRuntime:
             authorizer=authorizer_function(self.template),
             settings=api_settings(self.template, self.parameters),
             local_routes={"/local/dlq": lambda: poller.dlq, "/local/stats": self.stats},
+            local_query_routes={"/local/events": self._local_events},
             region=self.region,
         )
         self.gateway.start(self.config.host, self.config.port)
@@ -448,8 +478,8 @@ class LocalRuntime:
         backfilled = sum(self.seed.backfilled.values())
         lines = [
             "jobtriggers local runtime",
-            f"  API       {self.base_url}   (/docs, /local/dlq, /local/stats)",
-            f"  DynamoDB  {self.dynamodb_endpoint}   (tables {self.config.table_prefix}-*)",
+            f"  API       {self.base_url}   (/docs, /local/dlq, /local/stats, /local/events)",
+            f"  DynamoDB  {self.dynamodb_endpoint}   (tables {self.config.table_prefix}-*; EventBridge too)",
             f"  Registry  {counts.get('object_type', 0)} object types, "
             f"{counts.get('workflow', 0)} workflows, {counts.get('trigger', 0)} triggers from {self.seed_dir}"
             + (f"; {backfilled} jobs backfilled" if backfilled else ""),

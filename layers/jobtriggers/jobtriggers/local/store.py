@@ -1,6 +1,6 @@
-"""The embedded DynamoDB: moto's server on loopback, with the template's tables, made to keep
-DynamoDB's rules where moto does not (atomic conditional writes here, key and item sizes and
-ClientRequestToken in jobtriggers.local.store_rules).
+"""The embedded DynamoDB: moto's server on loopback (which serves EventBridge too), with the
+template's tables, made to keep DynamoDB's rules where moto does not (atomic conditional writes
+here, key and item sizes and ClientRequestToken in jobtriggers.local.store_rules).
 
 boto3 reaches it over HTTP through AWS_ENDPOINT_URL_DYNAMODB and AWS_ENDPOINT_URL_DYNAMODB_STREAMS,
 exactly as production code reaches DynamoDB; nothing is patched in-process.
@@ -203,9 +203,11 @@ def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDyn
 
 
 def point_boto3_at(endpoint: str) -> None:
-    """Set the environment boto3 reads, with dummy credentials (moto accepts any)."""
+    """Set the environment boto3 reads (DynamoDB, its streams and EventBridge: moto serves them all
+    at one endpoint), with dummy credentials (moto accepts any)."""
     os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
     os.environ["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] = endpoint
+    os.environ["AWS_ENDPOINT_URL_EVENTBRIDGE"] = endpoint
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     os.environ["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION", LOCAL_REGION)

@@ -11,9 +11,12 @@ What it copies from Lambda's mapping for DynamoDB streams (template.yaml's `Type
 - after `MaximumRetryAttempts` retries, or when records are older than `MaximumRecordAgeInSeconds`,
   the batch's metadata goes to a dead-letter list: what Lambda's SQS on-failure destination gets
   (shard id, sequence number range, approximate arrival times, condition), never the records;
-- one shard's records in order; child shards after their parent; expired iterators renewed.
+- one shard's records in order; child shards after their parent; expired iterators renewed;
+- each mapping on its own: `start()` runs one thread per mapping, so a slow or failing consumer
+  (its retries, a function's backoff) never holds up another's stream, as on AWS.
 
-`poll_once()` does one round deterministically (tests); `start()`/`stop()` run it on a thread.
+`poll_once()` does one round of every mapping deterministically (tests); `start()`/`stop()` run
+the mappings on their threads.
 """
 
 from __future__ import annotations
@@ -225,6 +228,7 @@ class _Mapped:
     shards: dict[str, ShardState] = field(default_factory=dict)
     refreshed_at: float | None = None
     discovered: bool = False
+    polls: int = 0  # rounds this mapping has polled
 
 
 def _epoch(value: Any) -> float:
@@ -302,7 +306,7 @@ class StreamPoller:
         self._lock = threading.Lock()
         self._polled = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ what others read
 
@@ -323,30 +327,42 @@ class StreamPoller:
 
     # ------------------------------------------------------------------ running
 
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
     def start(self) -> None:
-        if self._thread and self._thread.is_alive():
+        if self.running:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stream-poller", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(mapped,), name=f"stream-poller-{mapped.mapping.function}", daemon=True
+            )
+            for mapped in self._mapped
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, mapped: _Mapped) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.poll_once()
+                self._poll_mapping(mapped)
             except Exception:  # the poller must outlive any one bad round
-                log.exception("stream poll failed; trying again")
+                log.exception("stream poll of %s failed; trying again", mapped.mapping.function)
+            self._polled_once(mapped)
             self._stop.wait(max(0.0, self.poll_interval - (time.monotonic() - started)))
 
     def wait_until_idle(self, timeout: float = 10.0) -> bool:
-        """Block until a whole poll has run after this call and left nothing pending (tests, e2e)."""
+        """Block until every mapping has polled once whole after this call, and nothing is left
+        pending (tests, e2e)."""
         deadline = time.monotonic() + timeout
         with self._polled:
             target = self._stats.polls + 2
@@ -358,17 +374,27 @@ class StreamPoller:
         return True
 
     def poll_once(self) -> None:
-        """One round: find new shards, read each ready shard once, invoke until done or a failure."""
+        """One round of every mapping, one after the other (tests; `start()` runs them apart)."""
         for mapped in self._mapped:
-            self._refresh_shards(mapped)
-            for shard in list(mapped.shards.values()):
-                if shard.finished or not self._parent_done(mapped, shard):
-                    continue
-                self._read(mapped.mapping, shard)
-                self._deliver(mapped.mapping, shard)
+            self._poll_mapping(mapped)
+            self._polled_once(mapped)
+
+    def _poll_mapping(self, mapped: _Mapped) -> None:
+        """Find new shards, read each ready shard once, invoke until done or a failure."""
+        self._refresh_shards(mapped)
+        for shard in list(mapped.shards.values()):
+            if shard.finished or not self._parent_done(mapped, shard):
+                continue
+            self._read(mapped.mapping, shard)
+            self._deliver(mapped.mapping, shard)
+
+    def _polled_once(self, mapped: _Mapped) -> None:
+        """Count a mapping's round; `polls` counts the rounds every mapping has made."""
         with self._polled:
-            self._stats.polls += 1
+            mapped.polls += 1
+            self._stats.polls = min(m.polls for m in self._mapped)
             self._stats.last_poll_at = self.clock()
+            # Other mappings' buffers are changed by their own threads only; their sizes are enough.
             self._stats.pending_records = sum(len(s.buffer) for m in self._mapped for s in m.shards.values())
             self._polled.notify_all()
 

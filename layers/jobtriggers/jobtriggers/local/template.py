@@ -63,6 +63,12 @@ def table_names_for(template: dict[str, Any], prefix: str) -> dict[str, str]:
     return {logical: f"{prefix}-{logical}" for logical in resources_of_type(template, "AWS::DynamoDB::Table")}
 
 
+def event_bus_names_for(template: dict[str, Any], prefix: str) -> dict[str, str]:
+    """Logical id -> local event bus name, e.g. JobEventsBus -> {prefix}-JobEventsBus (as tables)."""
+    buses = resources_of_type(template, "AWS::Events::EventBus")
+    return {logical: f"{prefix}-{logical}" for logical in buses}
+
+
 def create_table_requests(template: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
     """CreateTable arguments for every AWS::DynamoDB::Table, as the template declares them."""
     requests = []
