@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobtriggers.dal.tables import dynamodb, to_item
+from jobtriggers.dal.dynamo import dynamodb, to_item
 from jobtriggers.models import iso, job_id_for, job_key
 
 _clock = itertools.count()

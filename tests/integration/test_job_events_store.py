@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.dal.job_events import JobEventsBus, JobEventsStore, PublishFailed
-from jobtriggers.dal.tables import dynamodb
 from jobtriggers.local.events import EventBuses
 from jobtriggers.logic.job_events import JobEventsProcessor, record_batch_metrics
 from jobtriggers.logic.stream_batch import process_in_order

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jobtriggers.cli import app
+from jobtriggers.dal.dynamo import dynamodb, from_item, to_item
 from jobtriggers.dal.registry import RegistryRepository
-from jobtriggers.dal.tables import dynamodb, from_item, to_item
 from jobtriggers.logic.seed import load_seed_dir
 from tests.conftest import SEED_DIR
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobtriggers.dal.tables import to_item
+from jobtriggers.dal.dynamo import to_item
 from jobtriggers.logic.job_events import (
     ERROR_MESSAGE_MAX_CHARS,
     JobEventsProcessor,

@@ -528,20 +528,9 @@ class TokenResponse(_Deferred):
 # EventBridge's `source` of every job event (docs/architecture.md, "Job events").
 JOB_EVENT_SOURCE = "jobtriggers"
 # Every event type a job transition may carry, in the order a life usually meets them.
-JOB_EVENT_TYPES = (
-    "job.created",
-    "job.claimed",
-    "job.lease_expired",
-    "job.released",
-    "job.attempt_failed",
-    "job.done",
-    "job.failed",
-    "job.cancel_requested",
-    "job.cancelled",
-    "job.rerun",
-)
+JOB_EVENT_TYPES = tuple(t.value for t in JobEventType)
 # The statuses the counts table keeps per workflow (one attribute each).
-COUNTED_STATUSES = ("pending", "claimed", "done", "failed", "cancelled")
+COUNTED_STATUSES = tuple(s.value for s in JobStatus)
 
 
 class JobEvent(_Deferred):

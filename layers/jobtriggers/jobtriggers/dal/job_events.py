@@ -24,20 +24,19 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobtriggers.dal.tables import (
+from jobtriggers.dal.dynamo import (
     RETRYABLE_CODES,
+    client,
     dynamodb,
     error_code,
     from_item,
-    query_all,
     raise_store_error,
     to_attr,
     to_item,
 )
+from jobtriggers.dal.pages import query_all
 from jobtriggers.errors import JobTriggersError, RetryableStoreError
 from jobtriggers.models import (
     COUNTED_STATUSES,
@@ -57,8 +56,6 @@ from jobtriggers.settings import job_events_bus_settings, job_events_settings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# As the DynamoDB client's (dal/tables.py): botocore retries throttles and transient faults.
-_EVENTS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=10)
 # EventBridge takes at most 10 entries per PutEvents call.
 PUT_EVENTS_MAX_ENTRIES = 10
 # DynamoDB's BatchGetItem reads at most 100 keys per call.
@@ -252,7 +249,7 @@ class JobEventsBus:
 
     def __init__(self, bus_name: str | None = None, client_factory: Callable[[], Any] | None = None) -> None:
         self.bus_name = bus_name or job_events_bus_settings().job_events_bus
-        self._client_factory = client_factory or (lambda: boto3.client("events", config=_EVENTS_CONFIG))
+        self._client_factory = client_factory or (lambda: client("events"))
         self._client: Any = None
 
     @property

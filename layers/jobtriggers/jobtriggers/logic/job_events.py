@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from jobtriggers.dal.tables import from_item
+from jobtriggers.dal.dynamo import from_item
 from jobtriggers.logic.stream_batch import OrderedBatchResult, Record
 from jobtriggers.models import CountDelta, JobEvent, JobTransition, Recorded
 from jobtriggers.observability import logger, metrics
