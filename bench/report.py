@@ -79,6 +79,12 @@ def _verdict(met: bool | None, miss: str = "") -> str:
     return "met" if met else f"**missed**{': ' + miss if miss else ''}"
 
 
+# The targets (issue 12: with every function in processes of its own, races through HTTP are real).
+TAG_TO_JOB_P99_MS = 500
+P50_ABOVE_FLOOR_MS = 75
+CLAIM_NEXT_CONFLICTS = {"claim_next": 0.1, "claim_next_service": 0.2}
+
+
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) rows for the summary table."""
     rows: list[tuple[str, str, str]] = []
@@ -87,17 +93,17 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         p99 = lat["tag_to_job_ms"]["p99"]["median"]
         rows.append(
             (
-                "tag->job p99 < 1,500 ms (local runtime, 4 polls/s)",
+                f"tag->job p99 < {TAG_TO_JOB_P99_MS:,} ms (local runtime, 4 polls/s)",
                 f"{_f(p99, 0)} ms",
-                _verdict(p99 < 1500, f"{_f(p99 - 1500, 0)} ms over"),
+                _verdict(p99 < TAG_TO_JOB_P99_MS, f"{_f(p99 - TAG_TO_JOB_P99_MS, 0)} ms over"),
             )
         )
         gap = lat["p50_above_floor_ms"]["median"]
         rows.append(
             (
-                "tag->job p50 within 150 ms of the poller's floor",
+                f"tag->job p50 within {P50_ABOVE_FLOOR_MS} ms of the poller's floor",
                 f"{_f(gap, 0)} ms above the floor",
-                _verdict(gap <= 150, f"{_f(gap - 150, 0)} ms over"),
+                _verdict(gap <= P50_ABOVE_FLOOR_MS, f"{_f(gap - P50_ABOVE_FLOOR_MS, 0)} ms over"),
             )
         )
     else:
@@ -121,26 +127,23 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         doubles = sum(m["double_claims"] for m in modes.values() if m.get("measured"))
         rows.append(("zero double claims", f"{doubles}", _verdict(doubles == 0, f"{doubles} double claims")))
         for mode, label in (
-            ("claim_next", "POST /jobs:claim < 0.2 conflicts per claim, {n} sites (through the local API)"),
+            (
+                "claim_next",
+                "POST /jobs:claim < {bound} conflicts per claim, {n} sites (through the local API)",
+            ),
             (
                 "claim_next_service",
-                "claim_next < 0.2 conflicts per claim, {n} sites in parallel (service level)",
+                "claim_next < {bound} conflicts per claim, {n} sites in parallel (service level)",
             ),
         ):
             m = modes.get(mode, {})
+            bound = CLAIM_NEXT_CONFLICTS[mode]
+            label = label.format(n=claims["config"]["sites"], bound=bound)
             if m.get("measured"):
                 cps = m["conflicts_per_claim"]["median"]
-                rows.append(
-                    (
-                        label.format(n=claims["config"]["sites"]),
-                        _f(cps, 3),
-                        _verdict(cps < 0.2, f"{_f(cps - 0.2, 3)} over"),
-                    )
-                )
+                rows.append((label, _f(cps, 3), _verdict(cps < bound, f"{_f(cps - bound, 3)} over")))
             else:
-                rows.append(
-                    (label.format(n=claims["config"]["sites"]), "-", f"not measured: {m.get('reason', '')}")
-                )
+                rows.append((label, "-", f"not measured: {m.get('reason', '')}"))
     else:
         rows.append(("claim targets", "-", f"not measured: {claims.get('reason', '')}"))
     cold = results.get("coldstart", {})
