@@ -10,6 +10,7 @@ Where the tables are, in this order:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -136,6 +137,25 @@ def fail_from(exc: JobTriggersError) -> NoReturn:
     if isinstance(detail, list):
         fail("\n  " + "\n  ".join(str(d) for d in detail))
     fail(str(detail))
+
+
+@contextmanager
+def service_logs_on_stderr(level: int = logging.WARNING) -> Iterator[None]:
+    """Keep the service's own log lines (Powertools' JSON, on stdout as Lambda wants them) off a
+    command's stdout, which is its output (`--json` for scripts): warnings and errors go to stderr,
+    the routine lines (a job claimed, rerun, ...) nowhere; the command prints what it did itself."""
+    from jobtriggers.observability import logger
+
+    handler = logger.registered_handler
+    level_before = logger.log_level
+    stream_before = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(level_before)
+        if stream_before is not None and isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream_before)
 
 
 @contextmanager

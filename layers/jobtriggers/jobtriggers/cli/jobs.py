@@ -38,6 +38,7 @@ from jobtriggers.cli.common import (
     print_json,
     print_table,
     reported_errors,
+    service_logs_on_stderr,
 )
 from jobtriggers.errors import ConflictError, JobTriggersError, NotFoundError, ValidationFailed
 from jobtriggers.models import Job, JobStatus, OperationRecord, iso, utcnow
@@ -50,6 +51,12 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find, inspect and steer jobs (operators): list, show, cancel, rerun, release.",
 )
+
+
+@app.callback()
+def _output_is_stdout(ctx: typer.Context) -> None:
+    ctx.with_resource(service_logs_on_stderr())
+
 
 # How many jobs one index page holds while listing (a listing stops at --limit).
 LIST_PAGE = 100
