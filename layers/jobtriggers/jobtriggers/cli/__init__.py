@@ -1,4 +1,4 @@
-"""The `jobtriggers` command: operators (seed, sites, reconcile, local) and people at sites (site ...).
+"""The `jobtriggers` command: operators (seed, sites, jobs, reconcile, local) and people at sites (site ...).
 
 Each group lives in its own module; this one only assembles them.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from jobtriggers.board.cli import board as board_command
-from jobtriggers.cli import local, seed, site_admin, site_jobs, worker
+from jobtriggers.cli import jobs, local, seed, site_admin, site_jobs, worker
 
 app = typer.Typer(
     name="jobtriggers",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(seed.app, name="seed")
 app.add_typer(site_admin.app, name="sites")
+app.add_typer(jobs.app, name="jobs")
 site_jobs.app.command("work", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     worker.work
 )

@@ -10,6 +10,7 @@ Where the tables are, in this order:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -78,6 +79,37 @@ def configure_store(endpoint_url: str | None, stack: str | None) -> None:
     reset_clients()
 
 
+def operator_name(stack: str | None) -> str:
+    """Who an operator action is recorded as (`by` on the job's transition and its events):
+    `operator:<AWS caller>` with `--stack` (the identity whose credentials make the change, e.g.
+    `operator:alice` for an IAM user, `operator:Admin/alice` for an assumed role's session), else
+    `operator:<OS user>` (the local runtime, or tables named in the environment)."""
+    if stack:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            arn = boto3.client("sts").get_caller_identity()["Arn"]
+        except (BotoCoreError, ClientError) as exc:
+            fail(f"cannot tell who you are on AWS (sts get-caller-identity): {exc}")
+        return f"operator:{caller_name(arn)}"
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = f"uid-{os.getuid()}"
+    return f"operator:{user}"
+
+
+def caller_name(arn: str) -> str:
+    """The readable part of a caller's ARN: `arn:aws:iam::1:user/alice` -> `alice`,
+    `arn:aws:sts::1:assumed-role/Admin/alice` -> `Admin/alice`, `arn:aws:iam::1:root` -> `root`."""
+    resource = arn.split(":", 5)[-1]
+    kind, _, name = resource.partition("/")
+    return name or kind
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -105,6 +137,25 @@ def fail_from(exc: JobTriggersError) -> NoReturn:
     if isinstance(detail, list):
         fail("\n  " + "\n  ".join(str(d) for d in detail))
     fail(str(detail))
+
+
+@contextmanager
+def service_logs_on_stderr(level: int = logging.WARNING) -> Iterator[None]:
+    """Keep the service's own log lines (Powertools' JSON, on stdout as Lambda wants them) off a
+    command's stdout, which is its output (`--json` for scripts): warnings and errors go to stderr,
+    the routine lines (a job claimed, rerun, ...) nowhere; the command prints what it did itself."""
+    from jobtriggers.observability import logger
+
+    handler = logger.registered_handler
+    level_before = logger.log_level
+    stream_before = handler.setStream(sys.stderr) if isinstance(handler, logging.StreamHandler) else None
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(level_before)
+        if stream_before is not None and isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream_before)
 
 
 @contextmanager

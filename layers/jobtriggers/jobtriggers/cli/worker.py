@@ -3,7 +3,10 @@ a heartbeat, report the outcome, repeat until no job is left.
 
 The command gets the job's JSON on stdin and in JOB_JSON (never the site's secret). Exit status 0
 reports done with the last JSON object it printed on stdout as the result; any other status reports
-an error (`exit_<status>`, with the tail of stderr). The lease is renewed every third of its length.
+an error (`exit_<status>`, with the tail of stderr). The lease is renewed every third of its length;
+when the answer to a renewal says the job was cancelled (`metadata.cancel_requested`), the command
+is stopped (SIGTERM to its process group, SIGKILL after `--grace` seconds) and the attempt reported
+as the error `cancelled`, which ends the job `cancelled`; the loop goes on with the next job.
 Claims carry one Idempotency-Key per logical claim, so a claim whose answer was lost is answered,
 not made twice. Faults that are not the worker's own (unreachable, 409 of a claim still being
 answered, 429, 5xx) are waited out with a jittered backoff that says why; an answer that retrying
@@ -13,6 +16,7 @@ command and releases the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -23,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -36,6 +41,8 @@ from jobtriggers.models import Operation
 
 STDERR_TAIL_CHARS = 4000
 MIN_HEARTBEAT_SECONDS = 1.0
+DEFAULT_GRACE_SECONDS = 10.0
+CANCELLED = "cancelled"
 
 
 def last_json_object(stdout: str) -> dict[str, Any] | None:
@@ -68,15 +75,29 @@ def lease_seconds_left(op: Operation) -> float:
 
 
 class Heartbeat:
-    """Renews the lease every third of it while the command runs; notices when the job is lost."""
+    """Renews the lease every third of it while the command runs; notices when the job is lost, and
+    when it was cancelled (the renewal's answer carries `metadata.cancel_requested`).
 
-    def __init__(self, api: SiteClient, op: Operation, on_lost: Any) -> None:
+    Beats are spaced from the start of one to the start of the next, so a slow answer does not push
+    the following beats back: a cancel is read within one interval (plus one answer's time) of being
+    asked. After a cancel it goes on renewing the lease while the command stops.
+    """
+
+    def __init__(
+        self,
+        api: SiteClient,
+        op: Operation,
+        on_lost: Callable[[], Any],
+        on_cancel: Callable[[], Any] | None = None,
+    ) -> None:
         self.api = api
         self.op_id = op.id
         self.interval = max(lease_seconds_left(op) / 3, MIN_HEARTBEAT_SECONDS)
         self.on_lost = on_lost
+        self.on_cancel = on_cancel
         self.stop = threading.Event()
         self.lost = False
+        self.cancel_requested = False
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{op.id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
@@ -88,9 +109,11 @@ class Heartbeat:
         self.thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self.stop.wait(self.interval):
+        next_beat = time.monotonic() + self.interval
+        while not self.stop.wait(max(next_beat - time.monotonic(), 0.0)):
+            next_beat = time.monotonic() + self.interval
             try:
-                self.api.heartbeat(self.op_id)
+                answer = self.api.heartbeat(self.op_id)
             except Conflict as exc:
                 # The lease ended and another site took the job: stop, so it never runs twice.
                 self.lost = True
@@ -99,6 +122,11 @@ class Heartbeat:
                 return
             except SiteApiError as exc:  # transient (retries exhausted): try again next beat
                 err_console.print(f"[yellow]heartbeat failed, will retry:[/yellow] {exc.detail}")
+                continue
+            if answer.metadata.get("cancel_requested") and not self.cancel_requested:
+                self.cancel_requested = True
+                if self.on_cancel is not None:
+                    self.on_cancel()
 
 
 def _child_env(job_json: str) -> dict[str, str]:
@@ -107,13 +135,47 @@ def _child_env(job_json: str) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
+def _signal_command(proc: subprocess.Popen[str], signum: int) -> None:
+    """Signal the command and whatever it started: it runs in a process group of its own (a shell
+    script's children stop with it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
+        os.killpg(proc.pid, signum)
+
+
+class Stopper:
+    """Stops the command: SIGTERM, then SIGKILL once `grace` seconds passed; at most once.
+    `stop_soon` does it on a thread of its own (the heartbeat that noticed a cancel goes on
+    renewing the lease meanwhile). `stopped` says whether it found the command running."""
+
+    def __init__(self, proc: subprocess.Popen[str], grace: float) -> None:
+        self.proc = proc
+        self.grace = grace
+        self.stopped = False
+        self.killed = False
+        self._lock = threading.Lock()
+        self._started = False
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        if self.proc.poll() is not None:
+            return
+        self.stopped = True
+        _signal_command(self.proc, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            self.proc.wait(timeout=self.grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.killed = True
+            _signal_command(self.proc, signal.SIGKILL)
+
+    def stop_soon(self) -> None:
+        threading.Thread(target=self.stop, name="stop-command", daemon=True).start()
+
+
+def _stop(proc: subprocess.Popen[str], grace: float = DEFAULT_GRACE_SECONDS) -> None:
+    Stopper(proc, grace).stop()
 
 
 def _tail_reader(stream: IO[str], keep: deque[str], echo: IO[str] | None) -> threading.Thread:
@@ -133,13 +195,25 @@ def _tail_reader(stream: IO[str], keep: deque[str], echo: IO[str] | None) -> thr
 class RunOutcome:
     job_id: str
     operation_id: str
-    status: str  # done, error, lost
+    status: str  # done, error, cancelled, lost
     seconds: float
     result: Any = None
 
 
-def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
-    """Run COMMAND on the job of `op`, heartbeating, and report done or the error."""
+def cancelled_result(stopper: Stopper, returncode: int, stderr: str) -> dict[str, Any]:
+    """The error result for a command stopped because its job was cancelled."""
+    how = f"SIGTERM, then SIGKILL after {stopper.grace:g}s" if stopper.killed else "SIGTERM"
+    return {
+        "code": CANCELLED,
+        "message": f"the job was cancelled: the command was stopped ({how})",
+        "details": {"returncode": returncode, "stderr_tail": stderr[-STDERR_TAIL_CHARS:]},
+    }
+
+
+def run_one(
+    api: SiteClient, op: Operation, command: list[str], grace: float = DEFAULT_GRACE_SECONDS
+) -> RunOutcome:
+    """Run COMMAND on the job of `op`, heartbeating, and report done, the error, or the cancel."""
     job = op.metadata["job"]
     job_id = str(job["id"])
     job_json = json.dumps(job)
@@ -151,7 +225,17 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
         stderr=subprocess.PIPE,
         text=True,
         env=_child_env(job_json),
+        start_new_session=True,  # a process group of its own, to stop whatever it starts
     )
+    stopper = Stopper(proc, grace)
+
+    def cancelled() -> None:
+        err_console.print(
+            f"[yellow]job {job_id} was cancelled:[/yellow] stopping the command "
+            f"(SIGTERM; SIGKILL after {grace:g}s)"
+        )
+        stopper.stop_soon()
+
     try:
         # The command's stdout is kept whole (its last JSON line is the result), stderr as a tail
         # and echoed so people see progress.
@@ -161,7 +245,7 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
             _tail_reader(proc.stdout, out_lines, None),  # type: ignore[arg-type]
             _tail_reader(proc.stderr, err_lines, sys.stderr),  # type: ignore[arg-type]
         ]
-        with Heartbeat(api, op, on_lost=lambda: _stop(proc)) as beat:
+        with Heartbeat(api, op, on_lost=stopper.stop, on_cancel=cancelled) as beat:
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(job_json)
@@ -172,12 +256,17 @@ def run_one(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome:
             for reader in readers:
                 reader.join(timeout=10)
     except BaseException:
-        _stop(proc)  # Ctrl-C (the caller releases the job) or a fault: never leave the command running
+        _stop(proc, grace)  # Ctrl-C (the caller releases the job) or a fault: never leave it running
         raise
     seconds = time.monotonic() - started
     if beat.lost:
         return RunOutcome(job_id, op.id, "lost", seconds)
     stderr = "".join(err_lines)
+    if stopper.stopped and beat.cancel_requested:
+        # Stopped on the cancel (whatever its exit status): the error `cancelled` ends the job so.
+        error = cancelled_result(stopper, returncode, stderr)
+        api.fail(op.id, error["code"], error["message"], error["details"])
+        return RunOutcome(job_id, op.id, CANCELLED, seconds, error)
     if returncode == 0:
         result = last_json_object("".join(out_lines))
         try:
@@ -257,14 +346,22 @@ def work(
         0.0, "--wait", min=0, help="when no job is claimable, poll again after this many seconds (0: stop)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON line per job on stdout"),
+    grace: float = typer.Option(
+        DEFAULT_GRACE_SECONDS,
+        "--grace",
+        min=0,
+        help="seconds COMMAND has to stop after SIGTERM (a cancelled job, Ctrl-C) before SIGKILL",
+    ),
 ) -> None:
     """Claim the next job, run COMMAND on it, report, repeat:  site work --workflow ID -- COMMAND ...
 
     COMMAND gets the job's JSON on stdin and in JOB_JSON. Exit status 0 reports done, with the
     last line of stdout that is a JSON object as the result; any other status reports an error
     (`exit_<status>`, with the tail of stderr), which the API retries up to the workflow's
-    max_attempts. The lease is renewed every third of its length while COMMAND runs. Ctrl-C
-    stops COMMAND and releases the job.
+    max_attempts. The lease is renewed every third of its length while COMMAND runs. A job
+    cancelled meanwhile is seen at the next renewal: COMMAND gets SIGTERM (SIGKILL after --grace
+    seconds), the job ends cancelled, and the next job is claimed. Ctrl-C stops COMMAND and
+    releases the job.
     """
     command = list(ctx.args)
     if command and command[0] == "--":
@@ -286,7 +383,7 @@ def work(
                         break
                     time.sleep(wait)
                     continue
-                outcome = _run_and_report(api, op, command)
+                outcome = _run_and_report(api, op, command, grace)
                 op = None
                 if outcome is None:
                     continue
@@ -301,16 +398,21 @@ def work(
             raise typer.Exit(130) from None
 
 
-def _run_and_report(api: SiteClient, op: Operation, command: list[str]) -> RunOutcome | None:
+def _run_and_report(api: SiteClient, op: Operation, command: list[str], grace: float) -> RunOutcome | None:
     """Run the claimed job; its outcome, or None when reporting it failed (its lease then ends)."""
     job_id = op.metadata["job"]["id"]
     err_console.print(f"claimed job {job_id} (attempt {op.metadata.get('attempt')}), running")
     try:
-        outcome = run_one(api, op, command)
+        outcome = run_one(api, op, command, grace)
     except SiteApiError as exc:
         err_console.print(f"[red]reporting job {job_id} failed:[/red] {exc.detail}")
         return None
-    err_console.print(f"job {outcome.job_id}: {outcome.status} in {outcome.seconds:.1f}s")
+    if outcome.status == CANCELLED:
+        err_console.print(
+            f"job {outcome.job_id}: cancelled (the command was stopped) in {outcome.seconds:.1f}s"
+        )
+    else:
+        err_console.print(f"job {outcome.job_id}: {outcome.status} in {outcome.seconds:.1f}s")
     return outcome
 
 
