@@ -297,6 +297,7 @@ def run(config: ClaimsConfig) -> dict[str, Any]:
                     port=0,
                     dynamodb_port=0,
                     table_prefix=f"claims{run_no}",
+                    echo_function_logs=False,
                     max_workers=max(config.sites, 1),
                 )
             )

@@ -146,7 +146,13 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
     from jobtriggers.local.template import stream_sources
 
     runtime = LocalRuntime(
-        LocalConfig(port=0, dynamodb_port=0, poll_interval=config.poll_interval, table_prefix=f"lat{run_no}")
+        LocalConfig(
+            port=0,
+            dynamodb_port=0,
+            poll_interval=config.poll_interval,
+            table_prefix=f"lat{run_no}",
+            echo_function_logs=False,  # the functions' log lines would only go to the terminal
+        )
     )
     runtime.start(restore_environment=True)
     floor_poller = None

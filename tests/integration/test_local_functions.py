@@ -244,3 +244,23 @@ def test_stopping_the_pool_ends_every_worker(tmp_path: Path) -> None:
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists() or sys.platform != "linux"
+
+
+def test_echoed_log_lines_go_to_the_process_stdout_not_a_swapped_sys_stdout(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Given a CLI command running in this process, its output captured by swapping sys.stdout
+    # (what typer's CliRunner does) while a function of the local runtime logs a line
+    import contextlib
+    import io
+
+    logs = FunctionLogs(echo=True)
+    cli_output = io.StringIO()
+    with contextlib.redirect_stdout(cli_output):
+        print('{"site_id": "s1"}')
+        logs.write("LeaseReaperFunction", '{"message": "lease reaper run"}')
+    # Then the command's output holds only what the command printed
+    assert cli_output.getvalue() == '{"site_id": "s1"}\n'
+    # And the line reached the process's stdout, and is kept for tests
+    assert '"lease reaper run"' in capfd.readouterr().out
+    assert logs.lines("LeaseReaperFunction") == ['{"message": "lease reaper run"}']

@@ -168,9 +168,11 @@ def read_frame(fd: int, deadline: float | None = None) -> dict[str, Any] | None:
 class FunctionLogs:
     """Every line the functions' processes print, in the order each printed them.
 
-    Echoed to this process's stdout as they arrive (what `make run` shows; looked up at each
-    write, so pytest's capture and the benchmark's redirection see them) and kept, the newest
-    `keep` lines, for tests: `lines()`, `text()`.
+    Echoed to this process's own stdout as they arrive (what `make run` shows) and kept, the
+    newest `keep` lines, for tests: `lines()`, `text()`. The echo goes to `sys.__stdout__`, the
+    process's file descriptor 1, not to whatever `sys.stdout` is at the moment: a CLI command run
+    in this process (typer's CliRunner swaps `sys.stdout`) must not find a function's log line in
+    the middle of its `--json` output. Capture at the descriptor (pytest's default) still sees them.
     """
 
     def __init__(self, echo: bool = True, keep: int = 100_000) -> None:
@@ -182,9 +184,12 @@ class FunctionLogs:
         with self._lock:
             self._lines.append((function, line))
             if self.echo:
+                stream = sys.__stdout__
+                if stream is None:  # no stdout at all (a daemon)
+                    return
                 try:
-                    sys.stdout.write(line + "\n")
-                    sys.stdout.flush()
+                    stream.write(line + "\n")
+                    stream.flush()
                 except (OSError, ValueError):  # stdout closed (interpreter shutting down)
                     pass
 
