@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -267,7 +268,8 @@ def filtered_page(
     item this page looked at (`key_attributes`: the table's key and the index's), built from that
     item, so the next page starts right after it, and it works only for the same query
     (`query_identity` and the partitions are in its fingerprint). Each Query asks for what is still
-    missing, doubling while matches are scarce, so an unfiltered page reads exactly what it returns.
+    missing at the rate matches came so far (`_next_chunk`), so an unfiltered page reads exactly what
+    it returns and a filtered one little more than it looks at.
     """
     fp = fingerprint(
         "filtered",
@@ -294,8 +296,7 @@ def filtered_page(
             stats.stopped_by = "bytes"
             break
         needed = limit - len(results)
-        chunk = needed if chunk == 0 else max(needed, 2 * chunk)
-        chunk = min(chunk, budget.items - stats.items_read)
+        chunk = min(_next_chunk(chunk, needed, stats), budget.items - stats.items_read)
         partition = partitions[position]
         items, last_key, scanned = _query_chunk(table, index, partition, chunk, start, action)
         stats.requests += 1
@@ -321,6 +322,20 @@ def filtered_page(
             position, start = position + 1, None
     token = None if position >= len(partitions) else _filtered_token(position, start, fp)
     return results, token, stats
+
+
+def _next_chunk(previous: int, needed: int, stats: PageStats) -> int:
+    """How many items the next Query of a page asks for: what is missing, at first (an unfiltered
+    listing reads exactly what it returns); then what is missing at the rate matches came so far
+    (plus a tenth), never less than what is missing nor more than twice the previous Query, so a
+    rare match grows the reads geometrically and a page that fills inside a Query re-reads little
+    on the next page."""
+    if previous == 0:
+        return needed
+    if stats.results == 0:
+        return 2 * previous
+    estimate = math.ceil(needed * stats.items_read / stats.results * 1.1)
+    return max(needed, min(estimate, 2 * previous))
 
 
 def _query_chunk(
