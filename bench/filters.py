@@ -51,8 +51,9 @@ def repository(i: int) -> str:
 
 
 def _jobs(config: FiltersConfig) -> list[Any]:
-    """N jobs as the scheduler makes them, in a running system's mix of states (by job number):
-    60 % done, 15 % pending never claimed, 10 % pending after a release, 10 % claimed, 5 % failed."""
+    """N jobs as the scheduler makes them, in a running system's mix of states, the same for every
+    workflow: 60 % done, 15 % pending never claimed, 10 % pending after a release, 10 % claimed,
+    5 % failed."""
     from jobtriggers.models import Claim, Job, JobStatus, iso
 
     base = datetime(2025, 1, 1, tzinfo=UTC)
@@ -75,7 +76,7 @@ def _jobs(config: FiltersConfig) -> list[Any]:
             SITE,
         )
         op = f"op-{n:06d}"
-        bucket = n % 20
+        bucket = (n // config.workflows) % 20  # every workflow gets the same mix
         if bucket < 12:
             update: dict[str, Any] = {
                 "status": JobStatus.done,
