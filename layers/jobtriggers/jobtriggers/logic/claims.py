@@ -286,7 +286,7 @@ class ClaimService:
             raise ConflictError(
                 f"workflow '{workflow_id}' is no longer in the registry; its jobs cannot be claimed"
             )
-        return self._require_runnable_workflow(workflow_id, site)
+        return self._require_capabilities(workflow_id, limits, site)
 
     # ------------------------------------------------------------------ claims
 
@@ -334,14 +334,16 @@ class ClaimService:
         pages x tries).
         """
         if workflow_id is not None:
-            if self.workflow_limits(workflow_id) is None:
+            named = self.workflow_limits(workflow_id)
+            if named is None:
                 if site.can_create_jobs:
                     # A workflow the registry does not know: this site's own jobs of it, if any.
                     return self._claim_next_of(site, workflow_id, Limits.of_site_workflow(), site.id)
                 raise ValidationFailed(
                     f"workflow '{workflow_id}' does not exist", loc=["body", "workflow_id"]
                 )
-            return self._claim_next_of(site, workflow_id, self._require_runnable_workflow(workflow_id, site))
+            limits = self._require_capabilities(workflow_id, named, site)
+            return self._claim_next_of(site, workflow_id, limits)
         workflows = self.runnable_workflows(site)
         if not workflows:
             return None
@@ -355,9 +357,7 @@ class ClaimService:
                 return operation
         return None
 
-    def _require_runnable_workflow(self, workflow_id: str, site: SiteRef) -> Limits:
-        limits = self.workflow_limits(workflow_id)
-        assert limits is not None  # the caller looked it up
+    def _require_capabilities(self, workflow_id: str, limits: Limits, site: SiteRef) -> Limits:
         missing = sorted(set(limits.capability_ids) - site.capability_ids)
         if missing:
             raise ForbiddenError(
