@@ -393,6 +393,67 @@ _TO_MEET = {
 }
 
 
+def _filters_section(fig: dict[str, Any]) -> list[str]:
+    out = ["## 5. Filters: items read per result", ""]
+    if not fig.get("measured"):
+        return [*out, f"Not measured: {fig.get('reason', '')}", ""]
+    cfg, budget = fig["config"], fig["budget"]
+    out += [
+        f"{cfg['jobs']:,} jobs as NMDC's scheduler creates them (`POST /jobs`: {cfg['workflows']} workflows "
+        "named with versions, one repository each; 60 % done, 15 % pending, 10 % pending after a release, "
+        "10 % claimed, 5 % failed), each listing read to its end through the API handler with "
+        f"`max_page_size={cfg['page_size']}`, following `next_page_token`, as the automation reads it. "
+        f"A page reads at most {budget['items']:,} items and {budget['requests']} Queries. Items read = "
+        "what DynamoDB bills (`ScannedCount`, BatchGetItem items); the filter is evaluated on each "
+        "item read.",
+        "",
+    ]
+    rows = []
+    labels = {
+        "watcher": f"watcher: `workflow.id $in` {cfg['allowed']} workflows, claims empty or all cancelled",
+        "scheduler": "scheduler: `config.git_repo` = one repository",
+    }
+    for name, label in labels.items():
+        f = fig["filters"][name]
+        d = f["detail"]
+        rows.append(
+            [
+                label,
+                f"`{fig['index'][name]}`",
+                f"{d['results']:,}",
+                f"{d['items_read']:,}",
+                spread(f["items_read_per_result"], 2),
+                f"{d['pages']} ({d['empty_pages']} empty)",
+                spread(f["ms_per_page"], 0),
+                "yes" if f["exact"] else "**NO**",
+            ]
+        )
+    out += _table(
+        [
+            "filter",
+            "index read",
+            "results",
+            "items read",
+            "items read per result",
+            "pages",
+            "ms per page (moto)",
+            "every match once",
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "The watcher's filter pins its workflows, so it reads only their jobs (all of them: whether the "
+        "claims are cancelled is known only by reading the job); the scheduler's pins nothing an index "
+        "holds, so it reads every job, a bounded page at a time, and pages without a match still carry "
+        "a token. Items read per result is then about (jobs read) / (jobs matching): the fraction of its "
+        "workflows' jobs that are unclaimed for the watcher, of all jobs that are the repository's for "
+        "the scheduler.",
+        "",
+    ]
+    return out
+
+
 def _misses(results: dict[str, Any]) -> list[str]:
     """Why each missed target is missed, from what the run measured."""
     lines: list[str] = []
@@ -477,6 +538,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             + f"): {rerun['why']}.",
             "",
         ]
+    out += _filters_section(results.get("filters", {}))
     out += _misses(results)
     notes = results.get("notes", [])
     if notes:

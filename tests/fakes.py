@@ -66,7 +66,7 @@ class FakeJobs:
         self.jobs[job.id] = job.model_copy(update={"version": max(job.version, 1)}).model_dump(mode="json")
         return self.get(job.id)
 
-    def find(self, job_id: str) -> Job | None:
+    def find(self, job_id: str, consistent: bool = True) -> Job | None:
         data = self.jobs.get(job_id)
         return Job.model_validate(copy.deepcopy(data)) if data else None
 
@@ -84,11 +84,14 @@ class FakeJobs:
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
+        created_by: str | None = None,
     ) -> tuple[list[Job], str | None]:
         self.queries.append((workflow_id, queue))
 
         def wanted(j: dict[str, Any]) -> bool:
             if workflow_id is not None and j["workflow"]["id"] != workflow_id:
+                return False
+            if created_by is not None and j.get("created_by") != created_by:
                 return False
             if queue == "pending":
                 return bool(j["status"] == "pending")

@@ -47,7 +47,7 @@ def test_every_figure_is_measured_or_says_why(smoke: tuple[dict[str, Any], str])
     # Given the smoke run's results
     results, _ = smoke
     # Then each figure is there, and one that was not measured carries a reason
-    for figure in ("latency", "cost", "claims", "coldstart"):
+    for figure in ("latency", "cost", "claims", "coldstart", "filters"):
         assert figure in results
         if not results[figure]["measured"]:
             assert results[figure]["reason"], figure
@@ -108,6 +108,23 @@ def test_claims_figure_is_well_formed(smoke: tuple[dict[str, Any], str]) -> None
             assert mode["reason"]
 
 
+def test_filters_figure_finds_every_match_once_within_its_budget(smoke: tuple[dict[str, Any], str]) -> None:
+    # Given the filters figure (the watcher's and the scheduler's listings, read to their end)
+    fig = smoke[0]["filters"]
+    assert fig["measured"], fig.get("reason")
+    jobs = fig["config"]["jobs"]
+    watcher, scheduler = fig["filters"]["watcher"], fig["filters"]["scheduler"]
+    # Then each found every match exactly once
+    assert watcher["exact"] and scheduler["exact"]
+    # And the watcher read only its workflows' jobs, the scheduler every job (a few re-read at page ends)
+    share = fig["config"]["allowed"] / fig["config"]["workflows"]
+    assert watcher["detail"]["items_read"] <= 1.1 * share * jobs
+    assert jobs <= scheduler["detail"]["items_read"] <= 1.1 * jobs
+    assert all(
+        d["detail"]["items_read_per_page"] <= fig["budget"]["items"] + 100 for d in (watcher, scheduler)
+    )
+
+
 def test_markdown_report_has_the_targets_and_every_figure(smoke: tuple[dict[str, Any], str]) -> None:
     # Given the Markdown report
     _, markdown = smoke
@@ -118,6 +135,7 @@ def test_markdown_report_has_the_targets_and_every_figure(smoke: tuple[dict[str,
         "## 2. Cost per tagged object",
         "## 3. Claims",
         "## 4. Cold start",
+        "## 5. Filters",
     ):
         assert heading in markdown
     assert "Machine:" in markdown

@@ -35,13 +35,14 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 @pytest.fixture(scope="module")
 def fuzz_site(local_runtime: LocalRuntime) -> dict[str, str]:
-    """One site (all seed capabilities, so claims get past 403) and its bearer header."""
+    """One site (all seed capabilities, so claims get past 403; allowed to create jobs, so POST /jobs
+    gets past 403) and its bearer header."""
     from jobtriggers.dal.registry import RegistryRepository
 
     capabilities = [
         c.id for c in RegistryRepository(local_runtime.tables["REGISTRY_TABLE"]).list_all("capability")
     ]
-    creds = local_runtime.create_site(f"fuzz-{os.getpid()}", capabilities)
+    creds = local_runtime.create_site(f"fuzz-{os.getpid()}", capabilities, can_create_jobs=True)
     r = httpx.post(
         f"{local_runtime.base_url}/token",
         data={

@@ -157,8 +157,11 @@ def test_operations_listing_and_claimable_jobs(api: ApiCaller) -> None:
     assert [o["id"] for o in by_done["resources"]] == [live["id"]]
     assert [o["id"] for o in by_filter["resources"]] == [done["id"]]
     assert api("GET", "/operations", site_id=make_site())[1]["resources"] == []
-    # And an unsupported filter key, or another site's id in it, is 422
-    assert api("GET", "/operations", query={"filter": '{"metadata.job.id": "x"}'}, site_id=a)[0] == 422
+    # And a filter on any served path selects on it (here the job), while an operator outside the
+    # subset, or another site's id, is 422
+    by_job = api("GET", "/operations", query={"filter": json.dumps({"metadata.job.id": live_job})}, site_id=a)
+    assert [o["id"] for o in by_job[1]["resources"]] == [live["id"]]
+    assert api("GET", "/operations", query={"filter": '{"id": {"$regex": "x"}}'}, site_id=a)[0] == 422
     assert api("GET", "/operations", query={"filter": '{"metadata.site_id": "other"}'}, site_id=a)[0] == 422
     # And GET /jobs?claimable=true lists pending jobs but not the claimed or done ones
     status, body = api(

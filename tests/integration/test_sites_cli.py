@@ -100,3 +100,25 @@ def test_table_output_for_people_warns_that_the_secret_is_shown_once() -> None:
     result = runner.invoke(app, ["create", unique("site")])
     assert result.exit_code == 0
     assert "client_secret" in result.output and "shown only now" in result.output
+
+
+def test_job_creation_is_granted_at_creation_or_later_and_revoked() -> None:
+    # Given a site created with --can-create-jobs and one created without
+    allowed, plain = unique("jgi"), unique("nersc")
+    _json(["create", allowed, "--can-create-jobs"])
+    _json(["create", plain])
+    assert _json(["show", allowed])["can_create_jobs"] is True
+    assert _json(["show", plain])["can_create_jobs"] is False
+    # When an operator grants the second and revokes the first
+    assert _json(["allow-job-creation", plain]) == {"site_id": plain, "can_create_jobs": True}
+    revoked = _json(["allow-job-creation", allowed, "--revoke"])
+    assert revoked == {"site_id": allowed, "can_create_jobs": False}
+    # Then the records say so (credentials untouched), and the listing shows it
+    assert SiteRepository().require_site(plain).can_create_jobs is True
+    assert SiteRepository().require_site(allowed).can_create_jobs is False
+    assert SiteRepository().require_site(allowed).credential_version == 1
+    listed = {s["id"]: s["can_create_jobs"] for s in _json(["list"])}
+    assert (listed[plain], listed[allowed]) == (True, False)
+    # And a site that does not exist is an error naming it
+    missing = runner.invoke(app, ["allow-job-creation", unique("nobody")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output

@@ -133,3 +133,16 @@ def test_the_longest_job_id_decodes_to_a_key_that_fits() -> None:
 )
 def test_the_ids_in_use_are_still_accepted(accepts: Accepts, value: str) -> None:
     assert accepts(value)
+
+
+def test_a_created_job_with_the_widest_workflow_id_allowed_has_an_id_the_path_takes() -> None:
+    # Given the widest workflow id POST /jobs accepts (4-byte characters up to its byte bound)
+    from jobtriggers.logic.job_creation import MAX_WORKFLOW_ID_BYTES
+    from jobtriggers.models import Job, job_key_from_id
+
+    workflow_id = "\U0001f9ec" * (MAX_WORKFLOW_ID_BYTES // 4)
+    job = Job.submitted(workflow_id, {"any": "config"}, "2025-01-01T00:00:00.000Z", "site")
+    # Then its id fits the path parameter and names its key, and the key fits DynamoDB
+    assert len(job.id) <= JOB_ID_MAX_LENGTH
+    assert job_key_from_id(job.id) == job.key and job.key.startswith(workflow_id + "#config:")
+    assert len(job.key.encode()) <= PARTITION_KEY_MAX_BYTES

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 # Ids reach DynamoDB keys and URLs. The registry's own ids include `schema#/definitions/Database`,
 # so `#` and `/` are allowed; control characters and whitespace at the ends are not.
@@ -332,8 +342,55 @@ class WorkflowRef(_Deferred):
 
 
 class JobConfig(_Deferred):
+    """What the job runs on. A triggered job's is `{object_id}`; a job created over the API (POST
+    /jobs) keeps the config its creator sent, which need not name an object."""
+
     model_config = ConfigDict(extra="allow")
-    object_id: str
+    object_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A config without an object is served as it was sent, not with `"object_id": null` added.
+        data: dict[str, Any] = handler(self)
+        if data.get("object_id") is None:
+            data.pop("object_id", None)
+        return data
+
+
+# POST /jobs: a job's identity is its workflow and the canonical JSON of its config.
+CONFIG_KEY_PREFIX = "config:"
+# Far above any config NMDC's scheduler writes (its largest are about 10 KB), and low enough that
+# the job item and the operation that carries it stay well inside DynamoDB's 400 KB (a stored map
+# costs at most about twice its JSON).
+MAX_CONFIG_BYTES = 128 * 1024
+# DynamoDB keeps nested attributes 32 levels deep; the operation's metadata holds the job's config
+# three levels down (metadata.job.config).
+MAX_CONFIG_DEPTH = 24
+
+
+def canonical_json(value: Any) -> str:
+    """One text per JSON value: keys sorted, no spaces, whole-valued floats as integers (the store
+    gives 1.0 back as 1)."""
+
+    def normal(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: normal(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [normal(x) for x in v]
+        return v
+
+    return json.dumps(
+        normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The object half of an API-created job's key: `config:` + 32 hex digits of the SHA-256 of
+    the config's canonical JSON. The same config always gives the same key."""
+    digest = hashlib.sha256(canonical_json(config).encode("utf-8", "surrogatepass")).hexdigest()
+    return CONFIG_KEY_PREFIX + digest[:32]
 
 
 class Claim(_Deferred):
@@ -355,6 +412,12 @@ class Job(_Deferred):
     workflow: WorkflowRef
     config: JobConfig
     created_at: str
+    name: str | None = None
+    description: str | None = None
+    created_by: str | None = Field(
+        default=None,
+        description="the site that created the job with POST /jobs (none: a trigger made it)",
+    )
     status: JobStatus = JobStatus.pending
     trigger_id: str | None = None
     claims: list[Claim] = Field(default_factory=list, description="the claims of the current run")
@@ -410,17 +473,47 @@ class Job(_Deferred):
             }
         )
 
+    @classmethod
+    def submitted(
+        cls,
+        workflow_id: str,
+        config: dict[str, Any],
+        created_at: str,
+        created_by: str,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Job:
+        """A job a site creates (POST /jobs): pending, keyed (workflow, config_key(config)), so the
+        same workflow and config are the same job however often they are posted."""
+        return cls.model_validate(
+            {
+                "id": job_id_for(workflow_id, config_key(config)),
+                "workflow": {"id": workflow_id},
+                "config": config,
+                "created_at": created_at,
+                "updated_at": created_at,
+                "name": name,
+                "description": description,
+                "created_by": created_by,
+            }
+        )
+
     @property
     def workflow_id(self) -> str:
         return self.workflow.id
 
     @property
-    def object_id(self) -> str:
+    def object_id(self) -> str | None:
         return self.config.object_id
 
     @property
     def key(self) -> str:
-        return job_key(self.workflow.id, self.config.object_id)
+        """The jobs table's key, `{workflow_id}#{object_id}` or `{workflow_id}#config:<digest>`: the
+        id is its base64url."""
+        key = job_key_from_id(self.id)
+        if key is None:
+            raise ValueError(f"'{self.id}' is not a job id")
+        return key
 
     def claim_index(self, op_id: str) -> int | None:
         """Where the claim of operation `op_id` is in `claims` (None: not in this run)."""
@@ -489,6 +582,9 @@ LEGACY_SITE_EPOCH = ""
 class Site(_Deferred):
     id: SiteId
     capability_ids: list[str] = Field(default_factory=list)
+    # May create jobs over the API (POST /jobs); an operator grants it (`jobtriggers sites create
+    # --can-create-jobs`, `jobtriggers sites allow-job-creation`).
+    can_create_jobs: bool = False
     client_id: ClientId
     created_at: str
     credential_version: int = 1

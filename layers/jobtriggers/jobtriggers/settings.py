@@ -118,6 +118,12 @@ class JobSettings(_Environment):
 
     default_lease_seconds: int = Field(default=3600, alias="DEFAULT_LEASE_SECONDS", ge=1)
     default_max_attempts: int = Field(default=3, alias="DEFAULT_MAX_ATTEMPTS", ge=1)
+    # Jobs of workflows the registry does not know (created with POST /jobs, claimed by their
+    # creator): 30 days, the expiry the NMDC Runtime gives an operation, since NMDC's watcher
+    # reports only when a run ends and never renews a lease.
+    site_workflow_lease_seconds: int = Field(
+        default=30 * 24 * 3600, alias="SITE_WORKFLOW_LEASE_SECONDS", ge=1
+    )
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from jobtriggers.dal.registry import RegistryRepository
     from jobtriggers.dal.sites import SiteRepository
     from jobtriggers.logic.claims import ClaimService
+    from jobtriggers.logic.job_creation import JobCreator
     from jobtriggers.logic.lifecycle import JobSteering
+    from jobtriggers.logic.listing import JobListing, OperationListing
     from jobtriggers.logic.objects import ObjectTagger
     from jobtriggers.logic.tokens import TokenService
     from jobtriggers.logic.triggering import TriggerEngine
@@ -64,6 +66,24 @@ def job_steering() -> JobSteering:
     from jobtriggers.logic.lifecycle import JobSteering
 
     return JobSteering(jobs())
+
+
+def job_creator() -> JobCreator:
+    from jobtriggers.logic.job_creation import JobCreator
+
+    return JobCreator(jobs())
+
+
+def job_listing() -> JobListing:
+    from jobtriggers.logic.listing import JobListing
+
+    return JobListing(jobs(), registry())
+
+
+def operation_listing() -> OperationListing:
+    from jobtriggers.logic.listing import OperationListing
+
+    return OperationListing(operations())
 
 
 def stream_trigger_engine() -> TriggerEngine:

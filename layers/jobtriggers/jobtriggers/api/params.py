@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from jobtriggers.models import (
     DRS_ID_PATTERN,
@@ -20,3 +20,31 @@ JobIdPath = Annotated[str, Path(min_length=1, max_length=JOB_ID_MAX_LENGTH, patt
 
 # The OpenAPI security requirement of routes that need a site token.
 SITE_TOKEN: list[dict[str, list[str]]] = [{"siteToken": []}]
+
+# --------------------------------------------------------------------------- list requests
+
+# The NMDC Runtime's ListRequest: `filter` (MongoDB query JSON), `max_page_size`, `page_token`,
+# `projection` (comma-separated fields; `id` always comes back). The watcher's filter over a few
+# dozen workflow ids is about 2 KB; a URL stays well under API Gateway's 10 KB request line.
+FILTER_MAX_LENGTH = 6000
+FilterQuery = Annotated[
+    str | None,
+    Query(
+        max_length=FILTER_MAX_LENGTH,
+        description="a MongoDB query (JSON) in the subset NMDC's clients use: $and $or $nor $not $eq $ne "
+        '$in $nin $gt $gte $lt $lte $exists $size $elemMatch $all, on dotted paths, e.g. {"workflow.id": '
+        '{"$in": ["metag-1.0.0"]}, "claims": {"$size": 0}}. A page may hold fewer results than asked for '
+        "and still have a next_page_token",
+    ),
+]
+ProjectionQuery = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="comma-separated (dotted) fields to return, e.g. config.git_repo,claims; id always",
+    ),
+]
+PageSizeQuery = Annotated[int, Query(ge=1, le=1000)]
+PageTokenQuery = Annotated[
+    str | None, Query(max_length=4096, description="next_page_token of the previous page")
+]

@@ -1,4 +1,5 @@
-"""Claiming jobs: POST /jobs/{id}:claim, POST /jobs:claim (the next job), POST /jobs/{id}:release.
+"""Claiming jobs: POST /jobs/{id}:claim, POST /jobs:claim (the next job), POST /jobs/{id}:release,
+POST /jobs/release (several at once).
 
 API Gateway routes whole path segments only: the template routes `POST /jobs/{job_id}` and
 `POST /jobs:claim`, and the resolver tells `:claim` from `:release` here (Powertools' route
@@ -22,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
-from jobtriggers.api.schemas import ClaimNextRequest
+from jobtriggers.api.schemas import ClaimNextRequest, JobIds, ReleaseOutcome, ReleaseResults
 from jobtriggers.dal.dynamo import raise_store_error
 from jobtriggers.errors import (
     ConflictError,
@@ -31,7 +32,7 @@ from jobtriggers.errors import (
     ValidationFailed,
 )
 from jobtriggers.logic.claims import SiteRef
-from jobtriggers.models import Operation
+from jobtriggers.models import Job, Operation
 
 router = Router()
 
@@ -47,7 +48,7 @@ def calling_site() -> SiteRef:
     site = wiring.sites().get_site(site_id)
     if site is None:  # deleted after the authorizer let the token through
         raise UnauthorizedError(f"site '{site_id}' no longer exists")
-    return SiteRef.of(site.id, site.capability_ids)
+    return SiteRef.of(site.id, site.capability_ids, can_create_jobs=site.can_create_jobs)
 
 
 @router.post("/jobs/<job_id>:claim", tags=["jobs"], security=SITE_TOKEN)
@@ -61,10 +62,40 @@ def claim_job(job_id: JobIdPath) -> Operation:
 
 @router.post("/jobs/<job_id>:release", tags=["jobs"], security=SITE_TOKEN)
 def release_job(job_id: JobIdPath) -> Operation:
-    """Give a claimed job back (holder only): the job is pending again, the operation done and
-    `metadata.cancelled`."""
+    """Give a claimed job back (holder only): the job is pending again, its claim and operation
+    done and cancelled. 404 for a job that does not exist (NMDC's automation reads it as "not found
+    or already released"), 409 for one nobody holds, 403 for another site's."""
     site = calling_site()
     return wiring.claim_service().release(job_id, site).served()
+
+
+@router.post("/jobs/release", tags=["jobs"], security=SITE_TOKEN)
+def release_jobs(body: JobIds) -> ReleaseResults:
+    """Release several jobs this site holds (the NMDC Runtime's bulk release, as operators run it
+    from a file of ids): each as `POST /jobs/{id}:release` would, ids sent twice once. `released`
+    lists the jobs released, as they now are; `results` says per id what happened (404 not found,
+    409 not claimed, 403 held by another site). A store fault stops the request (5xx): what was
+    released stays released, and sending the same ids again finishes the rest."""
+    site = calling_site()
+    service = wiring.claim_service()
+    jobs = wiring.jobs()
+    released: list[Job] = []
+    results: list[ReleaseOutcome] = []
+    for job_id in dict.fromkeys(body.job_ids):
+        try:
+            op = service.release(job_id, site)
+        except JobTriggersError as exc:
+            if exc.status_code >= 500:
+                raise
+            results.append(
+                ReleaseOutcome(
+                    job_id=job_id, released=False, status_code=exc.status_code, detail=str(exc.detail)
+                )
+            )
+            continue
+        released.append(jobs.get(job_id))
+        results.append(ReleaseOutcome(job_id=job_id, released=True, status_code=200, operation_id=op.id))
+    return ReleaseResults(released=released, results=results)
 
 
 @router.post(

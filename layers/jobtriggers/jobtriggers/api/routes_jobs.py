@@ -1,106 +1,36 @@
-"""Jobs, read side: GET /jobs (filters, pages) and GET /jobs/{id}.
+"""Jobs: GET /jobs (a MongoDB-subset `filter`, pages, projection), GET /jobs/{id}, POST /jobs (a
+site that may create jobs), POST /jobs/{id}:cancel (the site that created the job).
 
-Claiming (`POST /jobs/{id}:claim`, `POST /jobs:claim`, `:release`) lives in its own router.
+Claiming (`POST /jobs/{id}:claim`, `POST /jobs:claim`, releases) lives in routes_claims. What a
+filter costs and which index it reads: logic/listing.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
-from jobtriggers.api.params import SITE_TOKEN, JobIdPath
-from jobtriggers.api.schemas import JobList
+from jobtriggers.api.listing import list_query
+from jobtriggers.api.params import (
+    SITE_TOKEN,
+    FilterQuery,
+    JobIdPath,
+    PageSizeQuery,
+    PageTokenQuery,
+    ProjectionQuery,
+)
+from jobtriggers.api.routes_claims import calling_site
+from jobtriggers.api.schemas import JobList, NewJob
 from jobtriggers.errors import ValidationFailed
+from jobtriggers.logic.listing import ListQuery, with_registry_state
 from jobtriggers.models import Job, JobStatus, iso, utcnow
 
 router = Router()
-
-# The NMDC Runtime's site client filters jobs with a JSON object of equalities on these fields.
-FILTER_FIELDS = {"workflow.id": "workflow_id", "config.object_id": "object_id", "status": "status"}
-_FILTER_EXAMPLE = '{"workflow.id": "metag-1.0.0"}'
-
-
-@dataclass(frozen=True)
-class JobCriteria:
-    """What GET /jobs selects on, after the query parameters and `filter` are merged."""
-
-    workflow_id: str | None = None
-    object_id: str | None = None
-    status: str | None = None
-    site_id: str | None = None
-
-    def repository_filters(self) -> dict[str, Any]:
-        return {
-            "workflow_id": self.workflow_id,
-            "object_id": self.object_id,
-            "status": self.status,
-            "site_id": self.site_id,
-        }
-
-
-def _filter_error(msg: str) -> ValidationFailed:
-    return ValidationFailed(msg, loc=["query", "filter"])
-
-
-def parse_job_filter(raw: str | None) -> dict[str, str]:
-    """`filter` (a JSON object of equalities) as criteria; anything else is a 422 that names it."""
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise _filter_error(f"filter is not valid JSON ({exc.msg}); send e.g. {_FILTER_EXAMPLE}") from exc
-    if not isinstance(value, dict):
-        raise _filter_error(f"filter must be a JSON object such as {_FILTER_EXAMPLE}")
-    criteria: dict[str, str] = {}
-    for key, wanted in value.items():
-        if key not in FILTER_FIELDS:
-            raise _filter_error(
-                f"filter key '{key}' is not supported; use {', '.join(sorted(FILTER_FIELDS))}"
-            )
-        if isinstance(wanted, dict):
-            ops = ", ".join(str(op) for op in wanted) or "{}"
-            raise _filter_error(
-                f"filter operator {ops} on '{key}' is not supported: only equality, e.g. "
-                f'{{"{key}": "value"}}'
-            )
-        if not isinstance(wanted, str) or not wanted:
-            raise _filter_error(
-                f"filter value of '{key}' must be a string (not empty), not {json.dumps(wanted)}"
-            )
-        criteria[FILTER_FIELDS[key]] = wanted
-    if "status" in criteria and criteria["status"] not in JobStatus.__members__.values():
-        raise _filter_error(
-            f"filter status '{criteria['status']}' is not one of {', '.join(s.value for s in JobStatus)}"
-        )
-    return criteria
-
-
-def job_criteria(
-    *,
-    workflow_id: str | None,
-    object_id: str | None,
-    status: JobStatus | None,
-    site_id: str | None,
-    filter_json: str | None,
-) -> JobCriteria:
-    params = {
-        "workflow_id": workflow_id,
-        "object_id": object_id,
-        "status": status.value if status else None,
-        "site_id": site_id,
-    }
-    for field, wanted in parse_job_filter(filter_json).items():
-        if params[field] is not None and params[field] != wanted:
-            raise _filter_error(f"{field}={params[field]} and the filter's '{wanted}' disagree; send one")
-        params[field] = wanted
-    return JobCriteria(**params)
 
 
 @router.get("/jobs", tags=["jobs"], security=SITE_TOKEN)
@@ -112,31 +42,38 @@ def list_jobs(
     site_id: Annotated[
         str | None, Query(min_length=1, max_length=100, description="the site holding the job")
     ] = None,
-    filter: Annotated[
-        str | None,
-        Query(
-            max_length=2000,
-            description=f"JSON equalities on workflow.id, config.object_id, status: {_FILTER_EXAMPLE}",
-        ),
-    ] = None,
-    max_page_size: Annotated[int, Query(ge=1, le=1000)] = 20,
-    page_token: Annotated[
-        str | None, Query(max_length=4096, description="next_page_token of the previous page")
-    ] = None,
+    filter: FilterQuery = None,
+    projection: ProjectionQuery = None,
+    max_page_size: PageSizeQuery = 20,
+    page_token: PageTokenQuery = None,
     claimable: Annotated[
         bool, Query(description="only jobs that can be claimed now: pending, or claimed with an ended lease")
     ] = False,
     workflow_missing: Annotated[
         bool | None,
         Query(
-            description="only jobs whose workflow is (true) or is not (false) missing from the registry; "
-            "a page may then hold fewer jobs than asked for and still have a next_page_token"
+            description="only jobs whose workflow is (true) or is not (false) missing from the registry "
+            "(a triggered job whose workflow left it: nobody can claim it)"
         ),
     ] = None,
 ) -> JobList:
+    """Jobs, oldest first within each index partition read. Without a filter, every job (unlike the
+    NMDC Runtime, which then shows a site the jobs it has not claimed: send
+    `{"claims.site_id": {"$ne": "<site>"}}` for that). The query parameters are equalities that
+    must hold besides the filter."""
     require_site_id()
-    criteria = job_criteria(
-        workflow_id=workflow_id, object_id=object_id, status=status, site_id=site_id, filter_json=filter
+    query = list_query(
+        filter_json=filter,
+        projection=projection,
+        max_page_size=max_page_size,
+        page_token=page_token,
+        parameters={
+            "workflow.id": ("workflow_id", workflow_id),
+            "config.object_id": ("object_id", object_id),
+            "status": ("status", status.value if status else None),
+            "site_id": ("site_id", site_id),
+            "workflow_missing": ("workflow_missing", workflow_missing),
+        },
     )
     if claimable:
         if workflow_missing:
@@ -144,40 +81,68 @@ def list_jobs(
                 "jobs whose workflow is missing are never claimable; send one of the two",
                 loc=["query", "workflow_missing"],
             )
-        return list_claimable_jobs(criteria, max_page_size, page_token)
-    found, token = wiring.jobs().list_page(
-        **criteria.repository_filters(), limit=max_page_size, page_token=page_token
-    )
-    jobs = with_registry_state(found)
-    if workflow_missing is not None:
-        jobs = [j for j in jobs if j.workflow_missing == workflow_missing]
-    return JobList(resources=jobs, next_page_token=token)
+        others = [k for k, v in (("object_id", object_id), ("status", status), ("site_id", site_id)) if v]
+        if others:
+            raise ValidationFailed(
+                f"claimable=true combines with workflow_id and filter only, not {', '.join(others)}",
+                loc=["query", "claimable"],
+            )
+        return list_claimable_jobs(query, workflow_id)
+    page = wiring.job_listing().page(query)
+    return JobList(resources=page.resources, next_page_token=page.next_page_token)
 
 
-def list_claimable_jobs(criteria: JobCriteria, limit: int, page_token: str | None) -> JobList:
-    """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status),
-    without the jobs of workflows no longer in the registry (nobody can claim those)."""
-    others = [k for k in ("object_id", "status", "site_id") if getattr(criteria, k) is not None]
-    if others:
-        raise ValidationFailed(
-            f"claimable=true combines with workflow_id only, not {', '.join(others)}",
-            loc=["query", "claimable"],
-        )
-    found, token = wiring.jobs().claimable_page(criteria.workflow_id, iso(utcnow()), limit, page_token)
-    jobs = [j for j in with_registry_state(found) if not j.workflow_missing]
-    return JobList(resources=jobs, next_page_token=token)
-
-
-def with_registry_state(jobs: list[Job]) -> list[Job]:
-    """The jobs, each saying whether its workflow is missing from the registry (one BatchGetItem
-    for the page's workflows)."""
-    workflow_ids = sorted({j.workflow_id for j in jobs})
-    existing = wiring.registry().existing_ids("workflow", workflow_ids) if workflow_ids else set()
-    return [j.model_copy(update={"workflow_missing": j.workflow_id not in existing}) for j in jobs]
+def list_claimable_jobs(query: ListQuery, workflow_id: str | None) -> JobList:
+    """claimable=true: the pending queue, then ended leases (by_status / by_workflow_status) of one
+    workflow (the parameter, or the one the filter pins) or of all, without the jobs of workflows
+    no longer in the registry (nobody can claim those); the filter applies to what is read."""
+    if workflow_id is None:
+        pinned = query.filter.required_values("workflow.id")
+        if pinned is not None and len(pinned) == 1:
+            (workflow_id,) = pinned
+    found, token = wiring.jobs().claimable_page(workflow_id, iso(utcnow()), query.limit, query.page_token)
+    listing = wiring.job_listing()
+    resources = [j for j in listing.served(found, query) if not j.get("workflow_missing")]
+    return JobList(resources=resources, next_page_token=token)
 
 
 @router.get("/jobs/<job_id>", tags=["jobs"], security=SITE_TOKEN)
 def get_job(job_id: JobIdPath) -> Job:
     require_site_id()
-    [job] = with_registry_state([wiring.jobs().get(job_id)])
+    [job] = with_registry_state([wiring.jobs().get(job_id)], wiring.registry())
     return job
+
+
+@router.post(
+    "/jobs",
+    tags=["jobs"],
+    security=SITE_TOKEN,
+    responses={
+        201: {"description": "the job, created now"},
+        200: {"description": "the job of this workflow and config, which existed already"},
+    },
+)
+def create_job(body: NewJob) -> Response[Job]:
+    """Create a job, as NMDC's workflow automation does (sites with the can_create_jobs
+    permission; 403 otherwise). Its identity is `workflow.id` + `config`: posting the same again
+    answers 200 with the job that exists, so retries never make a second one. A workflow the
+    registry does not know (a name with a version) is claimed only by the site that created the job."""
+    site = calling_site()
+    job, created = wiring.job_creator().create(
+        site, body.workflow.id, body.config, name=body.name, description=body.description
+    )
+    [served] = with_registry_state([job], wiring.registry())
+    return Response(
+        status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=served
+    )
+
+
+@router.post("/jobs/<job_id>:cancel", tags=["jobs"], security=SITE_TOKEN)
+def cancel_job(job_id: JobIdPath) -> Job:
+    """Cancel a job this site created: a pending (or failed) one is cancelled now; a claimed one is
+    asked to stop (its holder reads it in the answer to its next heartbeat). 403 for a job this
+    site did not create (an operator cancels any: jobtriggers jobs cancel)."""
+    site = calling_site()
+    job = wiring.job_steering().cancel(job_id, by=site.id, creator=site.id)
+    [served] = with_registry_state([job], wiring.registry())
+    return served

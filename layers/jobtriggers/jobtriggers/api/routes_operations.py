@@ -1,87 +1,51 @@
 """Operations: GET /operations (the calling site's own), GET /operations/{id}, PATCH /operations/{id}.
 
 Shapes are the NMDC Runtime's, so its site client's `get_operation`, `update_operation` and
-`list_operations` work unchanged. The rules of PATCH live in logic/claims.py.
+`list_operations`, and NMDC's workflow automation's `list_ops`, work unchanged. The rules of PATCH
+live in logic/claims.py; what a filter costs, in logic/listing.py.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
-from jobtriggers.api.params import SITE_TOKEN
+from jobtriggers.api.listing import list_query
+from jobtriggers.api.params import SITE_TOKEN, FilterQuery, PageSizeQuery, PageTokenQuery, ProjectionQuery
 from jobtriggers.api.routes_claims import calling_site
 from jobtriggers.api.schemas import OperationList, OperationPatch
-from jobtriggers.errors import ValidationFailed
 from jobtriggers.logic.claims import Report
 from jobtriggers.models import Operation
 
 router = Router()
 
 OperationIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
-_FILTER_EXAMPLE = '{"done": false}'
-
-
-def _filter_error(msg: str) -> ValidationFailed:
-    return ValidationFailed(msg, loc=["query", "filter"])
-
-
-def parse_operation_filter(raw: str | None, site_id: str) -> bool | None:
-    """The NMDC Runtime's `filter` (JSON equalities) for operations: `done` and `metadata.site_id`
-    (which can only be the caller: a site sees its own operations). Returns the `done` wanted."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value: Any = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise _filter_error(f"filter is not valid JSON ({exc.msg}); send e.g. {_FILTER_EXAMPLE}") from exc
-    if not isinstance(value, dict):
-        raise _filter_error(f"filter must be a JSON object such as {_FILTER_EXAMPLE}")
-    done: bool | None = None
-    for key, wanted in value.items():
-        if key == "done":
-            if not isinstance(wanted, bool):
-                raise _filter_error(f"filter value of 'done' must be true or false, not {json.dumps(wanted)}")
-            done = wanted
-        elif key == "metadata.site_id":
-            if wanted != site_id:
-                raise _filter_error(
-                    f"a site sees only its own operations; metadata.site_id must be '{site_id}'"
-                )
-        else:
-            raise _filter_error(f"filter key '{key}' is not supported; use done, metadata.site_id")
-    return done
 
 
 @router.get("/operations", tags=["operations"], security=SITE_TOKEN)
 def list_operations(
     done: Annotated[bool | None, Query(description="only finished (true) or live (false) operations")] = None,
-    filter: Annotated[
-        str | None,
-        Query(max_length=2000, description=f"JSON equalities on done, metadata.site_id: {_FILTER_EXAMPLE}"),
-    ] = None,
-    max_page_size: Annotated[int, Query(ge=1, le=1000)] = 20,
-    page_token: Annotated[
-        str | None, Query(max_length=4096, description="next_page_token of the previous page")
-    ] = None,
+    filter: FilterQuery = None,
+    projection: ProjectionQuery = None,
+    max_page_size: PageSizeQuery = 20,
+    page_token: PageTokenQuery = None,
 ) -> OperationList:
-    """The calling site's operations, oldest first, one page at a time."""
+    """The calling site's operations, oldest first, one page at a time. The filter applies to each
+    as GET /operations/{id} serves it (e.g. `{"done": false, "metadata.job.workflow.id": "..."}`)."""
     site_id = require_site_id()
-    from_filter = parse_operation_filter(filter, site_id)
-    if done is not None and from_filter is not None and done != from_filter:
-        raise _filter_error("done and the filter's done disagree; send one")
-    operations, token = wiring.operations().list_page(
-        site_id=site_id,
-        done=done if done is not None else from_filter,
-        limit=max_page_size,
+    query = list_query(
+        filter_json=filter,
+        projection=projection,
+        max_page_size=max_page_size,
         page_token=page_token,
+        parameters={"done": ("done", done)},
     )
-    return OperationList(resources=[op.served() for op in operations], next_page_token=token)
+    page = wiring.operation_listing().page(site_id, query)
+    return OperationList(resources=page.resources, next_page_token=page.next_page_token)
 
 
 @router.get("/operations/<operation_id>", tags=["operations"], security=SITE_TOKEN)
@@ -95,7 +59,10 @@ def update_operation(operation_id: OperationIdPath, body: OperationPatch) -> Ope
     """Report on a job the site holds (holder only). Any accepted PATCH renews the lease;
     `done: true` with a result finishes the job; with an error result `{code, message, details?}`
     the job is pending again while attempts remain, else failed. 409 once the operation is
-    finished or fenced off (its lease ended and another claim took the job)."""
+    finished or fenced off (its lease ended and another claim took the job). `metadata` may be the
+    whole metadata just read, with keys added: the service's own keys (job, site_id, attempt,
+    lease_expires_at, cancel_requested, cancelled) are accepted unchanged and kept as they are;
+    changing job, site_id or attempt is a 422."""
     sent = body.model_fields_set
     report = Report(done=body.done, result=body.result, result_sent="result" in sent, metadata=body.metadata)
     return wiring.claim_service().update_operation(operation_id, calling_site(), report).served()

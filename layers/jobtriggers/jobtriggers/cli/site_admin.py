@@ -28,11 +28,15 @@ app = typer.Typer(no_args_is_help=True, help="Create sites, rotate their secrets
 SiteIdArgument = typer.Argument(..., help="The site's id, e.g. nersc (letters, digits, '.', '_', '-')")
 
 
+SITE_COLUMNS = ["site_id", "client_id", "capabilities", "can_create_jobs", "created_at", "credential_version"]
+
+
 def _site_row(site: Site) -> dict[str, Any]:
     return {
         "site_id": site.id,
         "client_id": site.client_id,
         "capabilities": ", ".join(site.capability_ids),
+        "can_create_jobs": "yes" if site.can_create_jobs else "no",
         "created_at": site.created_at,
         "credential_version": site.credential_version,
     }
@@ -58,6 +62,11 @@ def create(
         "-c",
         help="A capability the site has (repeat for more); see seed/capabilities.json",
     ),
+    can_create_jobs: bool = typer.Option(
+        False,
+        "--can-create-jobs",
+        help="The site may create jobs over the API (POST /jobs), as NMDC's workflow automation does",
+    ),
     endpoint_url: str | None = EndpointOption,
     stack: str | None = StackOption,
     as_json: bool = JsonOption,
@@ -68,8 +77,34 @@ def create(
     from jobtriggers.logic.sites import create_site
 
     with reported_errors():
-        creds = create_site(wiring.sites(), wiring.registry(), site_id, capability)
+        creds = create_site(
+            wiring.sites(), wiring.registry(), site_id, capability, can_create_jobs=can_create_jobs
+        )
     _show_credentials(creds, as_json, f"site {site_id} created")
+
+
+@app.command("allow-job-creation")
+def allow_job_creation(
+    site_id: str = SiteIdArgument,
+    revoke: bool = typer.Option(False, "--revoke", help="Take the permission away instead"),
+    endpoint_url: str | None = EndpointOption,
+    stack: str | None = StackOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Let a site create jobs over the API (POST /jobs), or with --revoke stop it. Takes effect at
+    the site's next request; the jobs it created stay, and it may still claim and cancel them."""
+    configure_store(endpoint_url, stack)
+    from jobtriggers import wiring
+    from jobtriggers.logic.sites import check_site_id
+
+    with reported_errors():
+        check_site_id(site_id)
+        site = wiring.sites().set_can_create_jobs(site_id, not revoke)
+    if as_json:
+        print_json({"site_id": site.id, "can_create_jobs": site.can_create_jobs})
+        return
+    state = "may create jobs" if site.can_create_jobs else "may no longer create jobs"
+    console.print(f"site [bold]{site.id}[/bold] {state}")
 
 
 @app.command("rotate-secret")
@@ -106,7 +141,7 @@ def list_sites(
         return
     print_table(
         [_site_row(s) for s in sites],
-        ["site_id", "client_id", "capabilities", "created_at", "credential_version"],
+        SITE_COLUMNS,
         title="sites",
     )
 
@@ -131,7 +166,7 @@ def show(
         return
     print_table(
         [_site_row(site)],
-        ["site_id", "client_id", "capabilities", "created_at", "credential_version"],
+        SITE_COLUMNS,
         title=f"site {site_id}",
     )
 

@@ -307,15 +307,32 @@ def transact(
     raise AssertionError("unreachable: the last conflict retry raises")  # pragma: no cover
 
 
-def put_if_absent(table: str, item: Mapping[str, Any], key_attribute: str, action: str) -> bool:
-    """A conditional put that makes an item exist once: True when this call created it."""
+def put_if_absent(
+    table: str, item: Mapping[str, Any], key_attribute: str, action: str, site_data: bool = False
+) -> bool:
+    """A conditional put that makes an item exist once: True when this call created it.
+    `site_data`: the item carries what a site sent, so a value the store refuses (a number it
+    cannot keep, an item over its size) is the site's to fix (422), not a fault."""
+    try:
+        encoded = to_item(item)
+    except (TypeError, ArithmeticError) as exc:
+        if not site_data:
+            raise
+        raise ValidationFailed(
+            f"the store cannot keep what was sent ({type(exc).__name__}): use numbers of at most 38 "
+            "significant digits, or strings",
+            loc=["body"],
+        ) from exc
     try:
         dynamodb().put_item(
-            TableName=table, Item=to_item(item), ConditionExpression=f"attribute_not_exists({key_attribute})"
+            TableName=table, Item=encoded, ConditionExpression=f"attribute_not_exists({key_attribute})"
         )
     except ClientError as exc:
         if error_code(exc) == "ConditionalCheckFailedException":
             return False
+        if site_data and error_code(exc) == "ValidationException":
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise ValidationFailed(f"the store cannot keep what was sent: {message}", loc=["body"]) from exc
         raise_store_error(exc, action)
     except BotoCoreError as exc:
         raise_store_error(exc, action)

@@ -23,13 +23,23 @@ while claimed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from jobtriggers.dal.dynamo import Expression, get_item, put_if_absent, to_item, transact
 from jobtriggers.dal.operations import operation_item, site_done
-from jobtriggers.dal.pages import decode_page_token, encode_page_token, fingerprint, query_page
+from jobtriggers.dal.pages import (
+    PageStats,
+    Partition,
+    ReadBudget,
+    Selected,
+    decode_page_token,
+    encode_page_token,
+    filtered_page,
+    fingerprint,
+    query_page,
+)
 from jobtriggers.errors import BadRequestError, NotFoundError, ValidationFailed
 from jobtriggers.models import (
     Claim,
@@ -37,12 +47,12 @@ from jobtriggers.models import (
     JobStatus,
     OperationRecord,
     Transition,
-    job_key,
     job_key_from_id,
 )
 from jobtriggers.settings import table_names
 
 Queue = Literal["pending", "ended"]
+R = TypeVar("R")
 # What claim-next needs to pick candidates (it reads each job it tries in full, consistently).
 CANDIDATE_FIELDS = ("job_key", "id", "workflow_id", "config", "status", "queue_at", "created_at")
 # Attributes of an item that are not the job's (the table's key and index attributes).
@@ -65,12 +75,13 @@ def _queue_at(status: str, lease_expires_at: str | None, at: str) -> str:
 
 
 def job_item(job: Job, transition: Transition | None = None) -> dict[str, Any]:
-    """A job as the item the table keeps: its fields, its key and its index attributes."""
+    """A job as the item the table keeps: its fields, its key and its index attributes (a job
+    created over the API without `config.object_id` is not in by_object)."""
     data = job.model_dump(mode="json", exclude={"workflow_missing"})
     workflow_id, object_id = job.workflow.id, job.config.object_id
     item = {
         **data,
-        "job_key": job_key(workflow_id, object_id),
+        "job_key": job.key,
         "workflow_id": workflow_id,
         "object_id": object_id,
         "workflow_status": f"{workflow_id}#{job.status}",
@@ -86,7 +97,7 @@ def job_item(job: Job, transition: Transition | None = None) -> dict[str, Any]:
 def job_from_item(item: Mapping[str, Any]) -> Job:
     data = {k: v for k, v in item.items() if k not in _STORAGE_ONLY and k in Job.model_fields}
     data["workflow"] = {"id": item["workflow_id"]}
-    data["config"] = item.get("config") or {"object_id": item["object_id"]}
+    data["config"] = item["config"] if "config" in item else {"object_id": item["object_id"]}
     if item.get("status") != JobStatus.claimed:
         data.pop("lease_expires_at", None)
     return Job.model_validate(data)
@@ -277,6 +288,33 @@ class JobRepository:
         )
         return [job_from_item(i) for i in items], token
 
+    def filtered_page(
+        self,
+        pinned: Mapping[str, frozenset[str] | None],
+        select: Callable[[list[Job]], list[Selected[R] | None]],
+        *,
+        limit: int,
+        page_token: str | None,
+        query_identity: Any,
+        budget: ReadBudget = ReadBudget(),
+    ) -> tuple[list[R], str | None, PageStats]:
+        """One page of the jobs a filter selects (GET /jobs): the partitions of the index that the
+        values it pins (`pinned`: workflow_id, object_id, status, site_id -> the values each must
+        have, or None) name, read in order; `select` decides on each job. Bounded by `budget`."""
+        plan = listing_plan(pinned)
+        return filtered_page(
+            table=self.table,
+            index=plan.index,
+            key_attributes=plan.key_attributes,
+            partitions=plan.partitions,
+            select=lambda items: select([job_from_item(i) for i in items]),
+            limit=limit,
+            page_token=page_token,
+            query_identity=query_identity,
+            budget=budget,
+            action="list jobs",
+        )
+
     def queue_page(
         self,
         workflow_id: str | None,
@@ -285,6 +323,7 @@ class JobRepository:
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
+        created_by: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """One page of one queue, oldest `queue_at` first: `pending` jobs, or `ended` leases
         (claimed jobs whose lease end is before `now`), of one workflow or of all.
@@ -292,7 +331,8 @@ class JobRepository:
         `brief` reads only CANDIDATE_FIELDS (the jobs come back without their claims and leases):
         claim-next reads the job it tries afresh anyway (indexes are eventually consistent), so the
         page itself only has to say which jobs. `now` is not part of the query's identity: a token
-        taken with one clock reading continues with the next.
+        taken with one clock reading continues with the next. `created_by`: only the jobs that site
+        created (a filter on the page: a page read is still `limit` items at most).
         """
         status = JobStatus.pending if queue == "pending" else JobStatus.claimed
         names: dict[str, str] | None
@@ -305,6 +345,11 @@ class JobRepository:
         if queue == "ended":
             cond += " AND queue_at < :before"
             values[":before"] = now
+        created_filter = None
+        if created_by is not None:
+            names = {**(names or {}), "#cb": "created_by"}
+            values[":cb"] = created_by
+            created_filter = "#cb = :cb"
         items, token = query_page(
             table=self.table,
             index=index,
@@ -313,6 +358,7 @@ class JobRepository:
             names=names,
             limit=limit,
             page_token=page_token,
+            filter_expression=created_filter,
             projection=CANDIDATE_FIELDS if brief else None,
             moving_values={":before"},
             action=f"list {queue} jobs",
@@ -341,10 +387,11 @@ class JobRepository:
 
     # ------------------------------------------------------------------ writes
 
-    def create(self, job: Job, transition: Transition) -> bool:
-        """Put a new job unless its key exists (version 1). True when this call created it."""
+    def create(self, job: Job, transition: Transition, site_data: bool = False) -> bool:
+        """Put a new job unless its key exists (version 1). True when this call created it.
+        `site_data`: a site sent the job (POST /jobs), so a config the store cannot keep is a 422."""
         item = job_item(job.model_copy(update={"version": 1}), transition)
-        return put_if_absent(self.table, item, "job_key", f"create job {job.id}")
+        return put_if_absent(self.table, item, "job_key", f"create job {job.id}", site_data=site_data)
 
     def apply(self, change: JobChange) -> bool:
         """Run `change` as one transaction; False when the job (or its operation) is no longer as
@@ -400,6 +447,77 @@ _INDEXES = (
     _Index("by_status", ("status",)),
     _Index("by_created", ()),
 )
+
+
+@dataclass(frozen=True)
+class ListingPlan:
+    """Which index a filtered listing reads, which of its partitions, and the attributes of its
+    items' keys (the table's and the index's: what continues a Query after an item)."""
+
+    index: str
+    partitions: tuple[Partition, ...]
+    key_attributes: tuple[str, ...]
+
+
+# Per index: the attributes of a key a Query on it returns (the table's key, then the index's).
+_KEY_ATTRIBUTES = {
+    "by_object": ("job_key", "object_id", "workflow_id"),
+    "by_site": ("job_key", "site_id", "queue_at"),
+    "by_workflow_status": ("job_key", "workflow_status", "queue_at"),
+    "by_workflow": ("job_key", "workflow_id", "created_at"),
+    "by_status": ("job_key", "status", "queue_at"),
+    "by_created": ("job_key", "listing", "created_at"),
+}
+
+
+def _keyable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return bool(value)
+
+
+def listing_plan(pinned: Mapping[str, frozenset[str] | None]) -> ListingPlan:
+    """The index and partitions that hold every job with the pinned values, choosing as list_page
+    does (the most selective first: an object has few jobs, a holder few leases, a workflow many):
+    one partition per pinned value (or pair of values, for workflow and status). A value pinned to
+    nothing (values that contradict each other) reads nothing."""
+    # No key holds an empty string or text that is not UTF-8: such a value matches no job.
+    wanted = {k: frozenset(x for x in v if _keyable(x)) for k, v in pinned.items() if v is not None}
+    if any(not v for v in wanted.values()):
+        return ListingPlan("by_created", (), _KEY_ATTRIBUTES["by_created"])
+
+    def each(attr: str) -> list[str]:
+        return sorted(wanted[attr])
+
+    def eq(*attrs: str) -> str:
+        return " AND ".join(f"#{a} = :{a}" for a in attrs)
+
+    def part(**values: str) -> Partition:
+        return Partition(eq(*values), {f":{a}": v for a, v in values.items()}, {f"#{a}": a for a in values})
+
+    workflows = wanted.get("workflow_id")
+    if "object_id" in wanted:
+        if workflows is not None and len(workflows) == 1:
+            (workflow,) = workflows
+            parts = [part(object_id=o, workflow_id=workflow) for o in each("object_id")]
+        else:
+            parts = [part(object_id=o) for o in each("object_id")]
+        index = "by_object"
+    elif "site_id" in wanted:
+        index, parts = "by_site", [part(site_id=s) for s in each("site_id")]
+    elif workflows is not None and "status" in wanted:
+        index = "by_workflow_status"
+        parts = [part(workflow_status=f"{w}#{st}") for w in each("workflow_id") for st in each("status")]
+    elif workflows is not None:
+        index, parts = "by_workflow", [part(workflow_id=w) for w in each("workflow_id")]
+    elif "status" in wanted:
+        index, parts = "by_status", [part(status=st) for st in each("status")]
+    else:
+        index, parts = "by_created", [part(listing="job")]
+    return ListingPlan(index, tuple(parts), _KEY_ATTRIBUTES[index])
+
 
 # The queue a claimable-jobs token continues, as the token spells it (short, and as issued before).
 _PHASE_OF: dict[Queue, str] = {"pending": "p", "ended": "e"}

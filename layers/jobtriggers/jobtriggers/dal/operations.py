@@ -12,12 +12,15 @@ transactions of dal/jobs.py.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from jobtriggers.dal.dynamo import get_item
-from jobtriggers.dal.pages import query_page
+from jobtriggers.dal.pages import PageStats, Partition, ReadBudget, Selected, filtered_page, query_page
 from jobtriggers.models import OperationRecord
 from jobtriggers.settings import table_names
+
+R = TypeVar("R")
 
 
 def site_done(site_id: str, done: bool) -> str:
@@ -65,3 +68,38 @@ class OperationRepository:
             action="list operations",
         )
         return [operation_from_item(i) for i in items], token
+
+    def filtered_page(
+        self,
+        site_id: str,
+        done: frozenset[bool] | None,
+        select: Callable[[list[OperationRecord]], list[Selected[R] | None]],
+        *,
+        limit: int,
+        page_token: str | None,
+        query_identity: Any,
+        budget: ReadBudget = ReadBudget(),
+    ) -> tuple[list[R], str | None, PageStats]:
+        """One page of a site's own operations that a filter selects (GET /operations), oldest
+        first: by_site_done when the filter pins `done` (one partition per value), else by_site."""
+        if done is None:
+            index, keys = "by_site", ("id", "site_id", "created_at")
+            partitions = [Partition("#s = :s", {":s": site_id}, {"#s": "site_id"})]
+        else:
+            index, keys = "by_site_done", ("id", "site_done", "created_at")
+            partitions = [
+                Partition("#sd = :sd", {":sd": site_done(site_id, d)}, {"#sd": "site_done"})
+                for d in sorted(done)
+            ]
+        return filtered_page(
+            table=self.table,
+            index=index,
+            key_attributes=keys,
+            partitions=partitions,
+            select=lambda items: select([operation_from_item(i) for i in items]),
+            limit=limit,
+            page_token=page_token,
+            query_identity=query_identity,
+            budget=budget,
+            action="list operations",
+        )

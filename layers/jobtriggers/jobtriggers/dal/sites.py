@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from jobtriggers.dal.dynamo import (
     dynamodb,
+    error_code,
     from_item,
     get_item,
     raise_store_error,
@@ -130,6 +131,27 @@ class SiteRepository:
                 "delete); run the command again"
             )
         return site.model_copy(update={"credential_version": new_version})
+
+    def set_can_create_jobs(self, site_id: str, allowed: bool) -> Site:
+        """Grant or revoke the site's permission to create jobs (POST /jobs): one update,
+        conditional on the site existing; the site as it now is."""
+        try:
+            resp = dynamodb().update_item(
+                TableName=self.table,
+                Key=to_item(site_key(site_id)),
+                UpdateExpression="SET can_create_jobs = :allowed",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":allowed": to_attr(allowed)},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise NotFoundError(f"site '{site_id}' does not exist") from exc
+            raise_store_error(exc, f"change what site {site_id} may do")
+        except BotoCoreError as exc:
+            raise_store_error(exc, f"change what site {site_id} may do")
+        item = from_item(resp["Attributes"])
+        return Site.model_validate({k: v for k, v in item.items() if k in Site.model_fields})
 
     def delete(self, site_id: str) -> Site:
         site = self.require_site(site_id)

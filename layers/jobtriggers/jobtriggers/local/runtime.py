@@ -218,7 +218,9 @@ class LocalRuntime:
             raise RuntimeError("the local runtime is not running")
         return self.scheduler.run(function, name)
 
-    def create_site(self, site_id: str, capability_ids: list[str] | None = None) -> dict[str, str]:
+    def create_site(
+        self, site_id: str, capability_ids: list[str] | None = None, *, can_create_jobs: bool = False
+    ) -> dict[str, str]:
         """A site and its credentials, as `jobtriggers sites create` makes them."""
         from jobtriggers.dal.registry import RegistryRepository
         from jobtriggers.dal.sites import SiteRepository
@@ -229,6 +231,7 @@ class LocalRuntime:
             RegistryRepository(self.tables["REGISTRY_TABLE"]),
             site_id,
             list(capability_ids or []),
+            can_create_jobs=can_create_jobs,
         )
         return creds.model_dump()
 

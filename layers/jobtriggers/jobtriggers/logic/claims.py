@@ -103,6 +103,7 @@ class JobStore(Protocol):
         limit: int,
         page_token: str | None = None,
         brief: bool = False,
+        created_by: str | None = None,
     ) -> tuple[list[Job], str | None]: ...
 
     def apply(self, change: JobChange) -> bool: ...
@@ -124,10 +125,13 @@ class SiteRef:
 
     id: str
     capability_ids: frozenset[str] = frozenset()
+    can_create_jobs: bool = False
 
     @classmethod
-    def of(cls, site_id: str, capability_ids: Iterable[str] = ()) -> SiteRef:
-        return cls(site_id, frozenset(capability_ids))
+    def of(
+        cls, site_id: str, capability_ids: Iterable[str] = (), *, can_create_jobs: bool = False
+    ) -> SiteRef:
+        return cls(site_id, frozenset(capability_ids), can_create_jobs)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,17 @@ class Limits:
             lease_seconds=wf.lease_seconds or defaults.default_lease_seconds,
             max_attempts=wf.max_attempts or defaults.default_max_attempts,
             capability_ids=list(wf.capability_ids),
+        )
+
+    @classmethod
+    def of_site_workflow(cls) -> Limits:
+        """A workflow the registry does not know, run by the site that created its jobs: no
+        capabilities, and the long lease of a site that reports only when its run ends (NMDC's
+        watcher never heartbeats; the NMDC Runtime gives its operations 30 days)."""
+        defaults = job_settings()
+        return cls(
+            lease_seconds=defaults.site_workflow_lease_seconds,
+            max_attempts=defaults.default_max_attempts,
         )
 
 
@@ -254,19 +269,24 @@ class ClaimService:
                 runnable.append(wf.id)
         return sorted(runnable)
 
-    def _require_runnable(self, workflow_id: str, site: SiteRef) -> Limits:
+    def _require_runnable(self, job: Job, site: SiteRef) -> Limits:
+        """What `site` claims `job` under: the registry's rule for a registry workflow (the site
+        needs every capability it names); for a workflow the registry does not know, the job's
+        creator only; a triggered job whose workflow left the registry, nobody."""
+        workflow_id = job.workflow_id
         limits = self.workflow_limits(workflow_id)
         if limits is None:
+            if job.created_by == site.id:
+                return Limits.of_site_workflow()
+            if job.created_by is not None:
+                raise ForbiddenError(
+                    f"job '{job.id}' is of workflow '{workflow_id}', which the registry does not know; "
+                    f"only the site that created it ('{job.created_by}') may claim it"
+                )
             raise ConflictError(
                 f"workflow '{workflow_id}' is no longer in the registry; its jobs cannot be claimed"
             )
-        missing = sorted(set(limits.capability_ids) - site.capability_ids)
-        if missing:
-            raise ForbiddenError(
-                f"site '{site.id}' lacks the capabilities workflow '{workflow_id}' needs: "
-                + ", ".join(missing)
-            )
-        return limits
+        return self._require_capabilities(workflow_id, limits, site)
 
     # ------------------------------------------------------------------ claims
 
@@ -274,7 +294,7 @@ class ClaimService:
         """Claim one job by id (POST /jobs/{id}:claim)."""
         for _ in range(CLAIM_ROUNDS):
             job = self.jobs.get(job_id)
-            limits = self._require_runnable(job.workflow_id, site)
+            limits = self._require_runnable(job, site)
             now = self.clock()
             if job.status == JobStatus.claimed:
                 if (job.lease_expires_at or "") >= iso(now):
@@ -314,39 +334,72 @@ class ClaimService:
         pages x tries).
         """
         if workflow_id is not None:
-            if self.workflow_limits(workflow_id) is None:
+            named = self.workflow_limits(workflow_id)
+            if named is None:
+                if site.can_create_jobs:
+                    # A workflow the registry does not know: this site's own jobs of it, if any.
+                    return self._claim_next_of(site, workflow_id, Limits.of_site_workflow(), site.id)
                 raise ValidationFailed(
                     f"workflow '{workflow_id}' does not exist", loc=["body", "workflow_id"]
                 )
-            self._require_runnable(workflow_id, site)
-            workflows = [workflow_id]
-        else:
-            workflows = self.runnable_workflows(site)
+            limits = self._require_capabilities(workflow_id, named, site)
+            return self._claim_next_of(site, workflow_id, limits)
+        workflows = self.runnable_workflows(site)
         if not workflows:
             return None
         start = self.rng.randrange(len(workflows))
         for wf in workflows[start:] + workflows[:start]:
-            limits = self.workflow_limits(wf)
-            if limits is None:
+            wf_limits = self.workflow_limits(wf)
+            if wf_limits is None:
                 continue
-            for queue in ("pending", "ended"):
-                operation = self._claim_from_queue(site, wf, queue, limits)
-                if operation is not None:
-                    return operation
+            operation = self._claim_next_of(site, wf, wf_limits)
+            if operation is not None:
+                return operation
+        return None
+
+    def _require_capabilities(self, workflow_id: str, limits: Limits, site: SiteRef) -> Limits:
+        missing = sorted(set(limits.capability_ids) - site.capability_ids)
+        if missing:
+            raise ForbiddenError(
+                f"site '{site.id}' lacks the capabilities workflow '{workflow_id}' needs: "
+                + ", ".join(missing)
+            )
+        return limits
+
+    def _claim_next_of(
+        self, site: SiteRef, workflow_id: str, limits: Limits, created_by: str | None = None
+    ) -> OperationRecord | None:
+        for queue in ("pending", "ended"):
+            operation = self._claim_from_queue(site, workflow_id, queue, limits, created_by)
+            if operation is not None:
+                return operation
         return None
 
     def _claim_from_queue(
-        self, site: SiteRef, workflow_id: str, queue: Queue, limits: Limits
+        self,
+        site: SiteRef,
+        workflow_id: str,
+        queue: Queue,
+        limits: Limits,
+        created_by: str | None = None,
     ) -> OperationRecord | None:
         token: str | None = None
         for _ in range(CANDIDATE_PAGES):
             page, token = self.jobs.queue_page(
-                workflow_id, queue, iso(self.clock()), CANDIDATE_PAGE, token, brief=True
+                workflow_id,
+                queue,
+                iso(self.clock()),
+                CANDIDATE_PAGE,
+                token,
+                brief=True,
+                created_by=created_by,
             )
             self.rng.shuffle(page)
             for candidate in page[:TRIES_PER_PAGE]:
                 # The index lags the table: decide on a consistent read, and skip jobs taken meanwhile.
                 job = self.jobs.get(candidate.id)
+                if created_by is not None and job.created_by != created_by:
+                    continue
                 now = self.clock()
                 if job.status == JobStatus.claimed and (job.lease_expires_at or "") < iso(now):
                     expired = self.expire_lease(job, now)
@@ -679,17 +732,10 @@ class ClaimService:
         return self.own_operation(op_id, site)
 
     def _metadata_changes(self, op: OperationRecord, report: Report) -> dict[str, Any]:
-        """What a PATCH adds to the operation's metadata (shallow merge), after the rules."""
-        body = {"done": report.done, "result": report.result, "metadata": report.metadata}
-        try:
-            size = len(json.dumps(body, default=str, allow_nan=False))
-        except ValueError as exc:
-            raise ValidationFailed("NaN and Infinity are not JSON; send numbers, strings or null") from exc
-        if size > MAX_PATCH_BYTES:
-            raise PayloadTooLargeError(
-                f"the PATCH body is {size} bytes; keep result and metadata under {MAX_PATCH_BYTES} bytes "
-                "and store large outputs as objects (POST /objects), referring to them by id"
-            )
+        """What a PATCH adds to the operation's metadata (shallow merge), after the rules. The
+        metadata the site just read may come back whole (NMDC's watcher sends it with `extra`
+        added): service-owned keys unchanged are accepted and left out, and so not counted
+        against the size of what the PATCH adds."""
         changes = dict(report.metadata or {})
         changed = sorted(k for k in IMMUTABLE_METADATA if k in changes and changes[k] != op.metadata.get(k))
         if changed:
@@ -699,6 +745,16 @@ class ClaimService:
             )
         for key in (*IMMUTABLE_METADATA, *SERVICE_METADATA):
             changes.pop(key, None)
+        body = {"done": report.done, "result": report.result, "metadata": changes}
+        try:
+            size = len(json.dumps(body, default=str, allow_nan=False))
+        except ValueError as exc:
+            raise ValidationFailed("NaN and Infinity are not JSON; send numbers, strings or null") from exc
+        if size > MAX_PATCH_BYTES:
+            raise PayloadTooLargeError(
+                f"the PATCH adds {size} bytes; keep result and metadata under {MAX_PATCH_BYTES} bytes "
+                "and store large outputs as objects (POST /objects), referring to them by id"
+            )
         bad = sorted(k for k in changes if not k or len(k) > 255)
         if bad:
             raise ValidationFailed("metadata keys must be 1 to 255 characters long", loc=["body", "metadata"])

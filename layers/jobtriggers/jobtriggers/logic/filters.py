@@ -78,16 +78,16 @@ class Filter:
             return True
         return _matcher()(dict(self.document), doc)
 
-    def required_values(self, path: str) -> frozenset[Any] | None:
+    def required_values(self, path: str, kinds: tuple[type, ...] = (str,)) -> frozenset[Any] | None:
         """The values `path` must hold in every matching document (equality or `$in` on it, at the top
-        level or under `$and`), or None when the filter does not pin it down. Only strings count:
-        they are what index keys hold (`null` would also match a missing field)."""
+        level or under `$and`), or None when the filter does not pin it down. Only values of `kinds`
+        count (strings: what index keys hold; `null` would also match a missing field)."""
         found: frozenset[Any] | None = None
         for constraint in _conjuncts(self.document):
             values = constraint.get(path, _ABSENT)
             if values is _ABSENT:
                 continue
-            pinned = _pinned_values(values)
+            pinned = _pinned_values(values, kinds)
             if pinned is None:
                 continue
             found = pinned if found is None else found & pinned
@@ -105,8 +105,11 @@ def _conjuncts(document: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
             yield from _conjuncts(member)
 
 
-def _pinned_values(condition: Any) -> frozenset[Any] | None:
-    if isinstance(condition, str):
+def _pinned_values(condition: Any, kinds: tuple[type, ...] = (str,)) -> frozenset[Any] | None:
+    def one(value: Any) -> bool:
+        return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+    if one(condition):
         return frozenset({condition})
     if not isinstance(condition, Mapping) or not condition:
         return None
@@ -116,12 +119,12 @@ def _pinned_values(condition: Any) -> frozenset[Any] | None:
     pinned: frozenset[Any] | None = None
     if "$eq" in condition:
         value = condition["$eq"]
-        pinned = frozenset({value}) if isinstance(value, str) else None
+        pinned = frozenset({value}) if one(value) else None
         if pinned is None:
             return None
     if "$in" in condition:
         values = condition["$in"]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        if not isinstance(values, list) or not all(one(v) for v in values):
             return None
         pinned = frozenset(values) if pinned is None else pinned & frozenset(values)
     return pinned

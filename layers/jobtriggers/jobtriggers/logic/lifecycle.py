@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtriggers.dal.jobs import JobChange, OperationUpdate
-from jobtriggers.errors import ConflictError
+from jobtriggers.errors import ConflictError, ForbiddenError
 from jobtriggers.logic.claims import JobStore, fields_of, release_change
 from jobtriggers.models import FINISHED, Job, JobEventType, JobStatus, Transition, iso, utcnow
 from jobtriggers.observability import logger
@@ -34,8 +34,15 @@ class JobSteering:
         self.jobs = jobs
         self.clock = clock
 
-    def cancel(self, job_id: str, by: str) -> Job:
+    def cancel(self, job_id: str, by: str, *, creator: str | None = None) -> Job:
+        """Cancel as `by` (an operator, or a site). `creator`: the caller is that site, which may
+        cancel only the jobs it created (403 otherwise)."""
         job = self.jobs.get(job_id)
+        if creator is not None and job.created_by != creator:
+            raise ForbiddenError(
+                f"job '{job_id}' was not created by site '{creator}'; a site may cancel only the jobs "
+                "it created (POST /jobs), an operator any (jobtriggers jobs cancel)"
+            )
         now = iso(self.clock())
         if job.status not in CANCELLABLE:
             raise ConflictError(

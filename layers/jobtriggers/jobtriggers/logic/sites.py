@@ -48,7 +48,12 @@ def check_site_id(site_id: str) -> None:
 
 
 def create_site(
-    store: SiteStore, registry: CapabilityLookup, site_id: str, capability_ids: list[str]
+    store: SiteStore,
+    registry: CapabilityLookup,
+    site_id: str,
+    capability_ids: list[str],
+    *,
+    can_create_jobs: bool = False,
 ) -> SiteCredentials:
     check_site_id(site_id)
     capabilities = sorted(set(capability_ids))
@@ -62,6 +67,7 @@ def create_site(
         client_id=client_id,
         created_at=iso(utcnow()),
         epoch=new_site_epoch(),
+        can_create_jobs=can_create_jobs,
     )
     store.create(
         site,
