@@ -343,6 +343,30 @@ def test_counts_of_several_workflows_are_one_read_and_unknown_ones_are_zero(
     }
 
 
+def test_every_counted_workflow_is_listed_from_the_keys_only_index_and_site_hours_are_not(
+    tables: dict[str, str], bus: EventBuses
+) -> None:
+    # Given jobs of two workflows (one not in any registry: these tables hold none), claims by a site
+    jobs = tables["JOBS_TABLE"]
+    JobLife(jobs, "wf-gone").create()
+    life = JobLife(jobs, "wf-here")
+    life.create()
+    life.claim("site-x")
+    event, _ = _batch(tables)
+    assert _run(_processor(), event) == {"batchItemFailures": []}
+    # When the board asks which workflows have counts
+    store = JobEventsStore()
+    # Then both are listed, sorted, and the site-hour items (which carry no `kind`) are not
+    assert store.counted_workflow_ids() == ["wf-gone", "wf-here"]
+    assert store.site_claims(["site-x"], [life.claim_hours[0][1]])[0].claims == 1
+    # And a later count update keeps one index entry per workflow
+    life.done()
+    event, _ = _batch(tables, after=_batch(tables)[1][-2])
+    assert _run(_processor(), event) == {"batchItemFailures": []}
+    assert store.counted_workflow_ids() == ["wf-gone", "wf-here"]
+    assert _counts("wf-here")["done"] == 1
+
+
 def test_many_counts_are_read_in_batches_of_a_hundred(tables: dict[str, str], bus: EventBuses) -> None:
     # Given 150 workflows with a job each
     jobs = tables["JOBS_TABLE"]
