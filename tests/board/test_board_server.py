@@ -138,8 +138,8 @@ def test_an_action_answers_with_its_message_and_tells_the_page_to_refresh(
 @pytest.mark.parametrize(
     ("action", "status", "code", "words"),
     [
-        ("rerun", "pending", 409, "only a done, failed or cancelled job can be rerun"),
-        ("cancel", "done", 409, "only a pending, claimed or failed job can be cancelled"),
+        ("rerun", "pending", 409, "is pending; only done, failed or cancelled jobs can be rerun"),
+        ("cancel", "done", 409, "is done; only pending, claimed or failed jobs can be cancelled"),
     ],
 )
 def test_a_refusal_is_a_4xx_with_its_reason(
@@ -156,7 +156,7 @@ def test_a_refusal_is_a_4xx_with_its_reason(
 def test_an_action_on_an_unknown_job_is_404(client: httpx.Client) -> None:
     response = client.post("/jobs/nope/rerun", data={"token": TOKEN})
     assert response.status_code == 404
-    assert "no job nope" in response.text
+    assert "job &#39;nope&#39; does not exist" in response.text
 
 
 # ----------------------------------------------------------------------------- pages and filters
