@@ -8,6 +8,7 @@ Counts table (pk `scope`):
         failed?, cancelled?} (numbers; a status's attribute appears once a job of that status was
         counted; `kind` puts it in the keys-only index `by_kind`, the list of counted workflows)
     `site#<site_id>#<yyyy-mm-ddThh>`: {scope, site_id, hour, claims}
+    `held#<site_id>`: {scope, site_id, jobs} (the jobs the site holds now: claimed by it)
 
 Recording a transition is one TransactWriteItems: the Put of its item, conditional on it not
 existing, and the counts' ADDs. The condition makes it apply once, however often it is sent: a
@@ -104,6 +105,10 @@ def _count_update(table: str, scope: str, deltas: Sequence[CountDelta]) -> dict[
         names.update({"#site": "site_id", "#hour": "hour"})
         values.update({":site": to_attr(site_id), ":hour": to_attr(hour)})
         sets.append("#site = :site, #hour = :hour")
+    elif scope.startswith("held#"):
+        names["#site"] = "site_id"
+        values[":site"] = to_attr(scope.removeprefix("held#"))
+        sets.append("#site = :site")
     expression = "ADD " + ", ".join(adds) + (" SET " + ", ".join(sets) if sets else "")
     return {
         "Update": {
@@ -236,6 +241,12 @@ class JobEventsStore:
             SiteHourClaims(site_id=s, hour=h, claims=int(items.get(f"site#{s}#{h}", {}).get("claims", 0)))
             for s, h in pairs
         ]
+
+    def site_holdings(self, site_ids: Iterable[str]) -> dict[str, int]:
+        """How many jobs each site holds now (claimed by it); zero where none was counted."""
+        wanted = list(dict.fromkeys(site_ids))
+        items = self._get_scopes([f"held#{s}" for s in wanted])
+        return {s: int(items.get(f"held#{s}", {}).get("jobs", 0)) for s in wanted}
 
     def _get_scopes(self, scopes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Counts items by scope: BatchGetItem, 100 keys a call, unprocessed keys asked for again."""
