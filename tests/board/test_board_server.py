@@ -324,3 +324,19 @@ def test_the_in_memory_boards_lists_follow_the_filters(board: InMemoryBoard) -> 
         (everything.generated_at - readqc.oldest_pending_at).total_seconds()
     )
     assert everything.generated_at - timedelta(seconds=5) < datetime.now(UTC)
+
+
+def test_a_longer_list_is_offered_and_kept_through_live_refreshes(client: httpx.Client) -> None:
+    # Given more done jobs than a list shows by default
+    page = client.get("/?status=done")
+    assert page.status_code == 200
+    # Then the list offers more, keeping the filters
+    more = re.search(r'id="more-jobs" href="([^"]+)"', page.text)
+    assert more, "no link to a longer list"
+    assert html.unescape(more.group(1)) == "/?status=done&limit=100"
+    # And a page that asked for more keeps asking for that many in its live refresh
+    longer = client.get("/?status=done&limit=100")
+    assert 'hx-get="/fragments/overview?status=done&amp;limit=100"' in longer.text
+    assert len(re.findall(r'<tr data-job="', longer.text)) > 25
+    # The default is left out of the URLs (a view's address stays as short as its filters)
+    assert 'hx-get="/fragments/overview?status=done"' in page.text

@@ -23,7 +23,6 @@ from jobtriggers.board.server import BoardConfig, BoardServer, create_app
 from jobtriggers.board.tables import open_tables
 from jobtriggers.client import SiteClient
 from jobtriggers.local.runtime import LocalRuntime
-from tests.board.browser import chromium_context
 from tests.board.conftest import Console
 from tests.e2e.board_jobs import GCMS, NOM, api_counts, claim, fail_for_good, tag_jobs, wait_until
 from tests.e2e.conftest import SiteSession
@@ -41,12 +40,6 @@ def board_url(local_runtime: LocalRuntime) -> Iterator[str]:
     with BoardServer(app) as server:
         yield server.url
     source.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[BrowserContext]:
-    with chromium_context() as context:
-        yield context
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ STATUSES: tuple[Status, ...] = ("pending", "claimed", "done", "failed", "cancell
 RERUNNABLE: frozenset[str] = frozenset(s.value for s in lifecycle.RERUNNABLE)
 CANCELLABLE: frozenset[str] = frozenset(s.value for s in lifecycle.CANCELLABLE)
 
-DEFAULT_LIST_LIMIT = 50
+# Rows per list on a first view: about a laptop screen of each; `limit` (up to 500) asks for more.
+DEFAULT_LIST_LIMIT = 25
 MAX_LIST_LIMIT = 500
 
 
@@ -155,8 +156,7 @@ class Overview(_Frozen):
     - `jobs`: when `filters.lists_jobs()`, the matching jobs (of `filters.status`, or of any status
       for an `object_id`), most recently updated first; otherwise empty.
     - `sites`: every site (the page's site filter offers them all); with `filters.site`, only that
-      one's numbers are read. `holdings_truncated`: more jobs are claimed than the board reads to
-      count holdings, so `jobs_held` counts only those it read.
+      one's numbers are read.
     Each list holds at most `filters.limit` rows; `*_truncated` says there were more.
     """
 
@@ -170,7 +170,6 @@ class Overview(_Frozen):
     jobs: list[JobRow] = Field(default_factory=list)
     jobs_truncated: bool = False
     sites: list[SiteSummary] = Field(default_factory=list)
-    holdings_truncated: bool = False
     items_read: int = Field(ge=0, description="DynamoDB items this refresh read (the benchmark reports it)")
 
 

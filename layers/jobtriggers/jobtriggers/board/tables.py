@@ -5,19 +5,20 @@ One refresh of the overview reads, and never scans the jobs table:
 1. at once: the registry's workflows (Query kind = workflow); the workflows the counts table has
    counted (Query of its keys-only `by_kind` index: those that left the registry, or were never in
    it, show too); the sites (the sites table, a few items a site); the lists below;
-2. at once: the counts of those workflows, and each site's claims this UTC hour and the one before
-   (BatchGetItem of the counts table);
+2. at once, from the counts table (BatchGetItem): the counts of those workflows, and per site the
+   jobs it holds (`held#<site>`) and its claims this UTC hour and the one before;
 3. at once, per workflow shown that has pending jobs: its oldest (`by_workflow_status`, oldest
    first, Limit 1).
-The lists:
-- failed: `by_status` = failed (`by_workflow_status` with a workflow filter), newest first, the
-  page's limit + 1 (the one more says there are more); a site filter filters that index's pages;
-- claimed, and what each site holds: every claimed job (`by_status` = claimed, lease ending first;
-  as many items as jobs run at once, at most CLAIMED_READ_MAX), the claimed list being the first
-  that match the filters. With a site filter, only that site's: `by_site` from the earliest lease end
-  on (one item to find it), so its finished jobs are not read;
+The lists, each the page's limit + 1 jobs at most (the one more says there are more):
+- failed: `by_status` = failed (`by_workflow_status` with a workflow filter), newest first; a site
+  filter filters that index's pages;
+- claimed: `by_status` = claimed (`by_workflow_status` with a workflow), lease ending soonest first;
+  with a site filter alone, `by_site` from the earliest lease end on (one item to find it), so the
+  site's finished jobs are not read;
 - a status that has no list of its own (pending, done, cancelled): its index, newest first;
 - an object id: `by_object`, every job of the object: each list shows its jobs.
+So a refresh reads about: the registry's workflows twice (registry items, index keys), two items a
+site (sites table) and three (counts), one per workflow with pending jobs, and the rows it shows.
 Independent reads run in parallel threads: DynamoDB answers them at once, and from a laptop far
 from the region the round trips are most of a refresh. `items_read` is what DynamoDB counts as read
 (dal/read_tally.py), whichever code read it, the lineage seam included.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextvars
 import getpass
-from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,9 +67,6 @@ from jobtriggers.models import JobEvent as StoredJobEvent
 # or None. Until the lineage read exists the board shows none; `open_tables(lineage=...)` connects it.
 LineageReader = Callable[[Job], LineageNode | None]
 
-# Every claimed job is read to count what each site holds; past this many, holdings are a lower
-# bound (the page says so). Jobs that run at once: thousands would be a very busy service.
-CLAIMED_READ_MAX = 5_000
 # An object has one job per workflow its types trigger: this many is all of them.
 OBJECT_JOBS_MAX = 500
 READ_THREADS = 8
@@ -107,6 +104,16 @@ class JobDefaults:
         return (workflow.lease_seconds if workflow else None) or self.lease_seconds
 
 
+@dataclass(frozen=True)
+class _Lists:
+    failed: list[Job]
+    claimed: list[Job]
+    listed: list[Job]
+    failed_more: bool
+    claimed_more: bool
+    listed_more: bool
+
+
 class TableSource:
     """`BoardSource` over the tables (see the module's docstring for what each view reads)."""
 
@@ -122,7 +129,6 @@ class TableSource:
         defaults: JobDefaults | None = None,
         clock: Callable[[], datetime] = utcnow,
         read_threads: int = READ_THREADS,
-        claimed_read_max: int = CLAIMED_READ_MAX,
     ) -> None:
         self.registry = registry
         self.sites = sites
@@ -132,7 +138,6 @@ class TableSource:
         self.lineage = lineage
         self.defaults = defaults or JobDefaults()
         self.clock = clock
-        self.claimed_read_max = claimed_read_max
         self._pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="board-read")
 
     def close(self) -> None:
@@ -159,25 +164,28 @@ class TableSource:
 
     def overview(self, filters: Filters) -> Overview:
         now = self.clock()
+        show_failed = filters.status in (None, "failed")
+        show_claimed = filters.status in (None, "claimed")
         with tallying_reads() as tally:
             reads: dict[str, Callable[[], Any]] = {
                 "registry": self.registry.workflows,
                 "counted": self.events.counted_workflow_ids,
                 "sites": self.sites.list_sites,
-                "claimed": lambda: self._claimed_read(filters),
             }
             if filters.object_id is not None:
                 reads["object"] = lambda: self.views.jobs_of_object(
                     filters.object_id or "", workflow_id=filters.workflow, limit=OBJECT_JOBS_MAX
                 )
             else:
-                if filters.status in (None, "failed"):
+                if show_failed:
                     reads["failed"] = lambda: self.views.jobs_of_status(
                         JobStatus.failed,
                         workflow_id=filters.workflow,
                         site_id=filters.site,
                         limit=filters.limit,
                     )
+                if show_claimed:
+                    reads["claimed"] = lambda: self._claimed_list(filters)
                 if filters.lists_jobs() and filters.status is not None:
                     status = filters.status
                     reads["jobs"] = lambda: self.views.jobs_of_status(
@@ -187,16 +195,17 @@ class TableSource:
 
             registry: dict[str, Workflow] = {w.id: w for w in first["registry"]}
             workflow_ids = sorted(set(registry) | set(first["counted"]))
-            claimed_read: JobListing = first["claimed"]
-            holders = Counter(j.site_id for j in claimed_read.jobs if j.site_id)
             registered = {s.id for s in first["sites"]}
-            site_ids = sorted(registered | set(holders))
+            lists = self._lists(first, filters)
+            # a site that holds a job shown but is no longer in the sites table is shown too
+            site_ids = sorted(registered | {j.site_id for j in lists.claimed if j.site_id})
             counted_sites = [filters.site] if filters.site else site_ids
             hours = [hour_of(iso(now)), hour_of(iso(now - timedelta(hours=1)))]
             second = self._gather(
                 {
                     "counts": lambda: self.events.workflow_counts(workflow_ids),
                     "claims": lambda: self.events.site_claims(counted_sites, hours) if counted_sites else [],
+                    "held": lambda: self.events.site_holdings(counted_sites) if counted_sites else {},
                 }
             )
             counts = {
@@ -219,12 +228,13 @@ class TableSource:
                     oldest_pending_age_seconds=(now - since).total_seconds() if since else None,
                 )
             )
-
         claims_of: dict[tuple[str, str], int] = {(c.site_id, c.hour): c.claims for c in second["claims"]}
+        held: dict[str, int] = second["held"]
         sites = [
             SiteSummary(
                 id=s,
-                jobs_held=holders.get(s, 0),
+                # a count moved by transitions; never shown below zero (docs/operations.md: recount)
+                jobs_held=max(0, held.get(s, 0)),
                 claims_this_hour=claims_of.get((s, hours[0]), 0),
                 claims_previous_hour=claims_of.get((s, hours[1]), 0),
                 registered=s in registered,
@@ -234,70 +244,73 @@ class TableSource:
             for s in site_ids
         ]
 
-        limit = filters.limit
-        if "object" in first:
-            of_object: JobListing = first["object"]
-            matching = [j for j in of_object.jobs if filters.site in (None, j.site_id)]
-            failed_jobs = sorted(
-                (j for j in matching if j.status == JobStatus.failed), key=_finished_at, reverse=True
-            )
-            claimed_jobs = sorted(
-                (j for j in matching if j.status == JobStatus.claimed), key=lambda j: j.lease_expires_at or ""
-            )
-            listed = sorted(
-                (j for j in matching if filters.status in (None, j.status.value)),
-                key=_updated_at,
-                reverse=True,
-            )
-            failed_more = claimed_more = listed_more = of_object.more
-        else:
-            failed_listing: JobListing | None = first.get("failed")
-            failed_jobs = failed_listing.jobs if failed_listing else []
-            failed_more = bool(failed_listing and failed_listing.more)
-            claimed_jobs = [j for j in claimed_read.jobs if filters.workflow in (None, j.workflow_id)]
-            claimed_more = claimed_read.more
-            jobs_listing: JobListing | None = first.get("jobs")
-            listed = jobs_listing.jobs if jobs_listing else []
-            listed_more = bool(jobs_listing and jobs_listing.more)
-        show_failed = filters.status in (None, "failed")
-        show_claimed = filters.status in (None, "claimed")
-
         def workflow_of(job: Job) -> Workflow | None:
             return registry.get(job.workflow_id)
 
-        if not show_failed:
-            failed_jobs, failed_more = [], False
-        if not show_claimed:
-            claimed_jobs, claimed_more = [], False
-        if not filters.lists_jobs():
-            listed, listed_more = [], False
+        limit = filters.limit
+        failed = lists.failed if show_failed else []
+        claimed = lists.claimed if show_claimed else []
+        listed = lists.listed if filters.lists_jobs() else []
         return Overview(
             generated_at=now,
             filters=filters,
             workflows=workflows,
-            failed=[self._failed(j, workflow_of(j)) for j in failed_jobs[:limit]],
-            failed_truncated=failed_more or len(failed_jobs) > limit,
-            claimed=[self._claimed(j, workflow_of(j), now) for j in claimed_jobs[:limit]],
-            claimed_truncated=claimed_more or len(claimed_jobs) > limit,
+            failed=[self._failed(j, workflow_of(j)) for j in failed[:limit]],
+            failed_truncated=show_failed and (lists.failed_more or len(failed) > limit),
+            claimed=[self._claimed(j, workflow_of(j), now) for j in claimed[:limit]],
+            claimed_truncated=show_claimed and (lists.claimed_more or len(claimed) > limit),
             jobs=[self._row(j, workflow_of(j)) for j in listed[:limit]],
-            jobs_truncated=listed_more or len(listed) > limit,
+            jobs_truncated=filters.lists_jobs() and (lists.listed_more or len(listed) > limit),
             sites=sites,
-            holdings_truncated=claimed_read.more,
             items_read=tally.items,
         )
 
-    def _claimed_read(self, filters: Filters) -> JobListing:
-        """The claimed jobs the sites panel counts: all of them, or, with a site filter, that site's."""
-        if filters.site is None:
+    @staticmethod
+    def _lists(first: Mapping[str, Any], filters: Filters) -> _Lists:
+        """The jobs of each list, from the reads made for them: an object's jobs split by status, or
+        each list's own read."""
+        if "object" in first:
+            of_object: JobListing = first["object"]
+            matching = [j for j in of_object.jobs if filters.site in (None, j.site_id)]
+            more = of_object.more
+            return _Lists(
+                failed=sorted(
+                    (j for j in matching if j.status == JobStatus.failed), key=_finished_at, reverse=True
+                ),
+                claimed=sorted(
+                    (j for j in matching if j.status == JobStatus.claimed),
+                    key=lambda j: j.lease_expires_at or "",
+                ),
+                listed=sorted(
+                    (j for j in matching if filters.status in (None, j.status.value)),
+                    key=_updated_at,
+                    reverse=True,
+                ),
+                failed_more=more,
+                claimed_more=more,
+                listed_more=more,
+            )
+        empty = JobListing(jobs=[], more=False)
+        failed: JobListing = first.get("failed", empty)
+        claimed: JobListing = first.get("claimed", empty)
+        listed: JobListing = first.get("jobs", empty)
+        return _Lists(failed.jobs, claimed.jobs, listed.jobs, failed.more, claimed.more, listed.more)
+
+    def _claimed_list(self, filters: Filters) -> JobListing:
+        """Claimed jobs, lease ending soonest first: of all sites (by_status, or by_workflow_status),
+        or of one: its by_site entries from the earliest lease end on, so its history is not read."""
+        if filters.site is None or filters.workflow is not None:
             return self.views.jobs_of_status(
-                JobStatus.claimed, newest_first=False, limit=self.claimed_read_max
+                JobStatus.claimed,
+                workflow_id=filters.workflow,
+                site_id=filters.site,
+                newest_first=False,
+                limit=filters.limit,
             )
         since = self.views.earliest_lease_end()
         if since is None:
             return JobListing(jobs=[], more=False)
-        return self.views.claimed_of_site(
-            filters.site, since, limit=self.claimed_read_max, max_pages=max(10, self.claimed_read_max // 200)
-        )
+        return self.views.claimed_of_site(filters.site, since, limit=filters.limit)
 
     def _oldest_pending(self, workflow_id: str) -> Callable[[], str | None]:
         return lambda: self.views.oldest_pending_since(workflow_id)

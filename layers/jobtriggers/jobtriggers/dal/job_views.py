@@ -111,7 +111,9 @@ class JobViews:
             action=f"list {value} jobs",
         )
 
-    def claimed_of_site(self, site_id: str, since: str, *, limit: int, max_pages: int) -> JobListing:
+    def claimed_of_site(
+        self, site_id: str, since: str, *, limit: int, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> JobListing:
         """The jobs a site holds: its `by_site` entries from `since` (at or before the earliest lease
         end of all claimed jobs) on, claimed ones only, lease ending soonest first. The site's
         finished jobs lie before `since` and are not read."""
