@@ -247,7 +247,7 @@ class InMemoryBoard:
                 generated_at=now,
                 job=job.api_view(),
                 summary=job.row(),
-                last_error=job.last_error if job.status == "failed" else None,
+                last_error=job.last_error,
                 claim=job.claim(now) if job.status == "claimed" else None,
                 operations=list(job.operations),
                 lineage=self._lineage(job),

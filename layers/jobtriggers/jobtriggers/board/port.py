@@ -210,7 +210,8 @@ class JobPage(_Frozen):
 
     - `job`: the job exactly as the API serves it (shown as JSON).
     - `summary`: the same job as the board's lists show it.
-    - `last_error`: when it failed.
+    - `last_error`: the error of its last failed attempt, if any (a failed job's, or a pending one's
+      whose attempt failed); a rerun clears it.
     - `claim`: its live claim, when it is claimed.
     - `operations`: its claims, oldest first.
     - `lineage`: the chain it belongs to, rooted at its eldest ancestor; the path from the root to the

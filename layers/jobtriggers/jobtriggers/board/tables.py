@@ -63,8 +63,8 @@ from jobtriggers.logic.lifecycle import JobSteering
 from jobtriggers.models import Claim, Job, JobStatus, OperationRecord, Workflow, iso, utcnow
 from jobtriggers.models import JobEvent as StoredJobEvent
 
-# The lineage seam: the chain a job belongs to, rooted at its eldest ancestor (port.JobPage.lineage),
-# or None. Until the lineage read exists the board shows none; `open_tables(lineage=...)` connects it.
+# The chain a job belongs to, rooted at its eldest ancestor (port.JobPage.lineage), or None; see
+# `table_lineage()`, the seam where the tables' lineage read is connected.
 LineageReader = Callable[[Job], LineageNode | None]
 
 # An object has one job per workflow its types trigger: this many is all of them.
@@ -488,11 +488,20 @@ class SteeringActions:
         return f"{what} is cancelled"
 
 
+def table_lineage() -> LineageReader | None:
+    """THE LINEAGE SEAM: how a job's page gets its chain (port.LineageNode, rooted at its eldest
+    ancestor) from the tables. None until the lineage read (the jobs' `by_root` index) lands: connect
+    it here (an adapter from that read to LineageNode), and `jobtriggers board`, `make run` and the
+    screenshot all show it; what it reads is counted in the page's `items_read` as it is."""
+    return None
+
+
 def open_tables(
     lineage: LineageReader | None = None, operator: str | None = None
 ) -> tuple[TableSource, SteeringActions]:
     """The board's source and actions over the tables the environment names (cli/common's
-    `configure_store` sets it from --endpoint-url or --stack)."""
+    `configure_store` sets it from --endpoint-url or --stack); `lineage` defaults to
+    `table_lineage()`."""
     from jobtriggers import wiring
     from jobtriggers.settings import job_settings
 
@@ -503,7 +512,7 @@ def open_tables(
         jobs=wiring.jobs(),
         views=wiring.job_views(),
         events=wiring.job_events_store(),
-        lineage=lineage,
+        lineage=lineage or table_lineage(),
         defaults=JobDefaults(settings.default_lease_seconds, settings.default_max_attempts),
     )
     return source, SteeringActions(wiring.job_steering(), operator or operator_name())
