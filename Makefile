@@ -9,11 +9,13 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYENV_VERSION=3.11.7:3.12.1
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# The job board beside it: always on 127.0.0.1 (it has no login), whatever HOST says.
+BOARD_PORT ?= 8050
 
 .PHONY: help venv sam-venv run lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
 
 help:
-	@echo "make run        start the local runtime on http://$(HOST):$(PORT) (creates .venv)"
+	@echo "make run        start the local runtime on http://$(HOST):$(PORT), its job board on http://127.0.0.1:$(BOARD_PORT)"
 	@echo "make test       ruff, mypy, the test suite, sam validate --lint and sam build"
 	@echo "make bench      benchmarks -> bench/results/latest.json and docs/benchmarks.md"
 	@echo "make fuzz       schemathesis against the local runtime's API, long (FUZZ_EXAMPLES=300)"
@@ -37,7 +39,7 @@ $(SAM_VENV)/.installed:
 sam-venv: $(SAM_VENV)/.installed
 
 run: venv
-	$(VENV)/bin/jobtriggers local --host $(HOST) --port $(PORT)
+	$(VENV)/bin/jobtriggers local --host $(HOST) --port $(PORT) --board-port $(BOARD_PORT)
 
 fmt: venv
 	$(VENV)/bin/ruff format layers functions tests bench
@@ -72,7 +74,8 @@ browser: $(CHROMIUM)
 
 pytest: browser
 
-# The job board as an operator's browser shows it (the realistic dataset of tests/board/dataset.py).
+# The job board as an operator's browser shows it, from real data: a local runtime of its own that
+# sites fill over HTTP (tests/board/runtime_data.py); about a minute.
 board-screenshot: venv browser
 	$(PY) -m tests.board.screenshot docs/board.png --full-page
 

@@ -17,6 +17,9 @@ Strings, binaries and booleans now return at once (the same value the original r
 from __future__ import annotations
 
 import copy
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _installed = False
@@ -63,6 +66,80 @@ def _fast_scalar_cast() -> None:
         return original.fget(self)  # type: ignore[attr-defined]
 
     DynamoType.cast_value = property(cast_value)  # type: ignore[assignment,method-assign]
+
+
+_index_query = threading.local()
+# Calls that leave every table as it was (any other clears the grouping below).
+_READ_ACTIONS = frozenset(
+    {"Query", "Scan", "GetItem", "BatchGetItem", "TransactGetItems", "DescribeTable", "ListTables"}
+)
+
+
+def _hashable(value: Any) -> tuple[str, Any]:
+    return (value.type, value.value if isinstance(value.value, str | bytes) else repr(value.value))
+
+
+@contextmanager
+def index_queries_by_their_key() -> Iterator[None]:
+    """While inside: a Query of a global secondary index looks only at the items whose index
+    partition key has the value asked for, as DynamoDB does, instead of at every item of the table.
+
+    moto answers such a Query by sorting the whole table by its primary key (`all_items()`: O(N log N)
+    comparisons, about 90 ms at 10,000 items here), walking it to keep the items whose index keys
+    match, then sorting those by the index's keys and the table's (a total order) and paging them.
+    Here the table's items are grouped by each index partition key once (again after any write),
+    and the walk is given the one group asked for: moto checks, sorts, filters and pages them exactly
+    as before, so the answer is the same; only the items it could never return are not walked.
+    Scans, and queries of a table's own key, are unchanged."""
+    from moto.dynamodb.models.table import Table
+    from moto.dynamodb.responses import DynamoHandler
+
+    groups: dict[tuple[int, str], dict[tuple[str, Any], list[Any]]] = {}
+    original_query = Table.query
+    original_all_items = Table.all_items
+    original_call = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        if self._get_action() not in _READ_ACTIONS:
+            groups.clear()
+        return original_call(self)
+
+    def group(table: Any, attribute: str, value: Any) -> list[Any]:
+        key = (id(table), attribute)
+        if key not in groups:
+            by_value: dict[tuple[str, Any], list[Any]] = {}
+            for item in original_all_items(table):
+                found = item.attrs.get(attribute)
+                if found is not None:
+                    by_value.setdefault(_hashable(found), []).append(item)
+            groups[key] = by_value
+        return list(groups[key].get(_hashable(value), []))
+
+    def all_items(self: Any) -> Any:
+        candidates = getattr(_index_query, "candidates", None)
+        return original_all_items(self) if candidates is None else candidates
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # index_name: the 8th positional argument (as DynamoDBBackend.query passes it) or a keyword
+        index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
+        conditions = kwargs.get("hash_key_conditions") or []
+        if index_name is not None and len(conditions) == 1:
+            attribute, value = conditions[0]
+            _index_query.candidates = group(self, attribute, value)
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            _index_query.candidates = None
+
+    Table.all_items = all_items  # type: ignore[method-assign]
+    Table.query = query  # type: ignore[method-assign]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Table.all_items = original_all_items  # type: ignore[method-assign]
+        Table.query = original_query  # type: ignore[method-assign]
+        DynamoHandler.call_action = original_call  # type: ignore[method-assign]
 
 
 def install() -> None:

@@ -162,6 +162,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
     else:
         rows.append(("cold start ratios", "-", f"not measured: {cold.get('reason', '')}"))
+    board = results.get("board", {})
+    if board.get("measured"):
+        http = board["http"]
+        median, target = http["first_paint_s"]["median"], board["target_s"]
+        rows.append(
+            (
+                f"board first paint < {target:g} s at {board['config']['jobs']:,} jobs (GET / to the "
+                "rendered overview, median)",
+                f"{_f(median * 1000, 0)} ms median, {_f(http['p95_s'] * 1000, 0)} ms p95; "
+                f"{http['per_refresh']['items_read_reported']} items read per refresh; moto as it is "
+                f"{_f(board['http_moto_as_is']['first_paint_s']['median'] * 1000, 0)} ms median",
+                _verdict(board["met"], f"{_f((median - target) * 1000, 0)} ms over"),
+            )
+        )
+    else:
+        rows.append(("board first paint", "-", f"not measured: {board.get('reason', '')}"))
     return rows
 
 
@@ -303,6 +319,83 @@ def _claims_section(claims: dict[str, Any]) -> list[str]:
         rows,
     )
     out += ["", *[f"- {n}" for n in claims.get("notes", [])], ""]
+    return out
+
+
+def _board_section(board: dict[str, Any]) -> list[str]:
+    out = ["## 5. The job board: first paint and items read per refresh", ""]
+    if not board.get("measured"):
+        return [*out, f"Not measured: {board.get('reason', '')}", ""]
+    cfg, http, as_is = board["config"], board["http"], board["http_moto_as_is"]
+    statuses = ", ".join(f"{n:,} {s}" for s, n in board["statuses"].items())
+    out += [
+        f"{cfg['jobs']:,} jobs ({statuses}) over {board['workflows_with_jobs']} workflows of the seeded "
+        f"registry and {cfg['sites']} sites, written as the service writes them; the counts table holds "
+        "their counts as JobEventsFunction leaves them (the board showed the jobs' own counts: "
+        f"{'yes' if board['counts_match_jobs'] else '**no**'}). The board as `jobtriggers board` runs it "
+        "(TableSource, Starlette under uvicorn on loopback) against the embedded moto server; first paint "
+        "= `GET /` to the complete HTML of the overview (server-rendered: every panel is in it), "
+        f"{cfg['repetitions']} loads after the server's first (cold: "
+        f"{_f(http['cold_first_request_s'] * 1000, 0)} ms).",
+        "",
+        f"moto answers a Query of a secondary index by sorting and walking the whole table; DynamoDB reads "
+        f"the index entries it returns. With moto as it is, first paint is "
+        f"{spread(as_is['first_paint_s'], 0, 1000)} ms; with moto walking only the index partition asked "
+        f"for (the same answers: {'yes' if board['same_answers_with_index_queries'] else '**no**'}; "
+        f"bench/moto_fastpath.py), {spread(http['first_paint_s'], 0, 1000)} ms "
+        f"(p95 {_f(http['p95_s'] * 1000, 0)} ms; load average "
+        f"{'/'.join(str(x) for x in board.get('load_average_1_5_15', []))} as it ended), whose median the "
+        "target judges.",
+        "",
+    ]
+    rows = []
+    for name, view in http["views"].items():
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(view["requests_by_operation"].items()))
+        rows.append(
+            [
+                name,
+                _f(view["seconds"] * 1000, 0),
+                str(view["items_read_reported"]),
+                str(view["items_read_counted"]),
+                ops,
+                str(view["jobs_table_scans"]),
+                f"{view['bytes'] / 1024:,.0f}",
+            ]
+        )
+    out += _table(
+        [
+            "view (one load)",
+            "ms",
+            "items read (the board says)",
+            "items read (counted by the hook)",
+            "requests",
+            "scans of the jobs table",
+            "HTML KiB",
+        ],
+        rows,
+    )
+    browser = board["browser"]
+    out.append("")
+    if browser.get("measured"):
+        out.append(
+            "In headless Chromium (a fresh page each time): first contentful paint "
+            f"{spread(browser['first_contentful_paint_s'], 0, 1000)} ms, load event "
+            f"{spread(browser['load_event_s'], 0, 1000)} ms."
+        )
+    else:
+        out.append(f"In a browser: not measured ({browser.get('reason', '')}).")
+    honest = "yes" if http["items_read_honest"] else "**no**"
+    out += [
+        "",
+        f"Every load's reported `items_read` equals what the botocore hook counted: {honest}. The Scan in "
+        "each refresh is of the sites table (a few items a site); the jobs table is read through its "
+        "indexes only. A refresh reads: the registry's workflows (registry items, and the counts "
+        "table's keys-only index of counted workflows), two items per site (sites table) and three per "
+        "site (counts: jobs held, claims this hour and the hour before), one item per workflow with "
+        "pending jobs (its oldest), and the rows of the lists it shows (25 each by default, plus one to "
+        "know there are more).",
+        "",
+    ]
     return out
 
 
@@ -539,6 +632,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     out += _filters_section(results.get("filters", {}))
+    out += _board_section(results.get("board", {}))
     out += _misses(results)
     notes = results.get("notes", [])
     if notes:

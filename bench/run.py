@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import DOCS_DIR, RESULTS_DIR, ROOT, not_measured, progress, quiet_lambda_environment
 
-FIGURES = ("latency", "cost", "claims", "coldstart", "filters")
+FIGURES = ("latency", "cost", "claims", "coldstart", "filters", "board")
 # Repetitions of a full run, chosen so that `make bench` ends inside 15 minutes on this 2-core
 # machine; `python -m bench.run --repetitions N` asks for more where there is time.
 REPS = {"latency": 1, "claims": 1}
@@ -28,6 +28,7 @@ REPS = {"latency": 1, "claims": 1}
 
 def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
     """Sizes and repetitions. Full: chosen so that `make bench` ends well inside 15 minutes on 2 cores."""
+    from bench.board import BoardConfig
     from bench.claims import ClaimsConfig
     from bench.coldstart import ColdStartConfig
     from bench.cost import CostConfig
@@ -41,6 +42,7 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "claims": ClaimsConfig(sites=4, jobs=30, repetitions=1, max_seconds=60),
             "coldstart": ColdStartConfig(repetitions=1, handlers=("api", "trigger_resolver")),
             "filters": FiltersConfig(jobs=500, workflows=5, allowed=2, page_size=20),
+            "board": BoardConfig(jobs=500, repetitions=2, browser=False),
         }
     else:
         chosen = {
@@ -52,6 +54,8 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "coldstart": ColdStartConfig(repetitions=5),
             # Counts are deterministic: one run.
             "filters": FiltersConfig(jobs=10_000),
+            # 10,000 jobs (the issue's size); 20 page loads, and 5 in Chromium
+            "board": BoardConfig(jobs=10_000, repetitions=20, browser=True, browser_repetitions=5),
         }
     if repetitions:
         chosen = {k: dataclasses.replace(v, repetitions=repetitions) for k, v in chosen.items()}
@@ -75,6 +79,10 @@ def _runner(name: str) -> Callable[[Any], dict[str, Any]]:
         from bench import filters
 
         return filters.run
+    if name == "board":
+        from bench import board
+
+        return board.run
     from bench import coldstart
 
     return coldstart.run

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,14 @@ def seeded_tables(tables: dict[str, str]) -> dict[str, str]:
 
     apply_registry(load_seed_dir(SEED_DIR), RegistryRepository())
     return tables
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session (tests/board and the board's end-to-end tests): the
+    sync Playwright API runs one instance per thread. Imported here, so that a run without browser
+    tests never loads Playwright."""
+    from tests.board.browser import chromium_context
+
+    with chromium_context() as context:
+        yield context

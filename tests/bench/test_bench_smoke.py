@@ -47,7 +47,7 @@ def test_every_figure_is_measured_or_says_why(smoke: tuple[dict[str, Any], str])
     # Given the smoke run's results
     results, _ = smoke
     # Then each figure is there, and one that was not measured carries a reason
-    for figure in ("latency", "cost", "claims", "coldstart", "filters"):
+    for figure in ("latency", "cost", "claims", "coldstart", "filters", "board"):
         assert figure in results
         if not results[figure]["measured"]:
             assert results[figure]["reason"], figure
@@ -155,3 +155,21 @@ def test_moto_fastpath_rolls_back_a_cancelled_transaction_exactly() -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     # Then the cancelled one left no assignment and no stream record; the good one left both
     assert out == {"error": "TransactionCanceledException", "assignments": 1, "stream_records": 1}
+
+
+def test_board_figure_reads_indexes_and_counts_and_reports_what_it_read(
+    smoke: tuple[dict[str, Any], str],
+) -> None:
+    # Given the board figure, small
+    board = smoke[0]["board"]
+    assert board["measured"], board.get("reason")
+    http = board["http"]
+    # Then the board showed the jobs' own counts, the same with and without the index shortcut
+    assert board["counts_match_jobs"] is True
+    assert board["same_answers_with_index_queries"] is True
+    # And it never scanned the jobs table, and said exactly what each refresh read
+    assert http["jobs_table_scans"] == 0
+    assert http["items_read_honest"] is True
+    assert http["per_refresh"]["items_read_reported"] > 0
+    assert _is_summary(http["first_paint_s"])
+    assert "## 5. The job board" in smoke[1]

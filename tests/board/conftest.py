@@ -11,7 +11,6 @@ import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
 
 from jobtriggers.board.server import BoardConfig, BoardServer, create_app
-from tests.board.browser import chromium_context
 from tests.board.dataset import nmdc_board
 from tests.board.fake_board import InMemoryBoard
 
@@ -28,12 +27,6 @@ def server(board: InMemoryBoard) -> Iterator[BoardServer]:
     app = create_app(board, board, BoardConfig(source_label="test data", refresh_seconds=REFRESH_SECONDS))
     with BoardServer(app) as running:
         yield running
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[BrowserContext]:
-    with chromium_context() as context:
-        yield context
 
 
 @dataclass

@@ -150,6 +150,7 @@ class InMemoryBoard:
                         id=wf_id,
                         name=self.workflows.get(wf_id, wf_id),
                         counts=counts[wf_id],
+                        in_registry=wf_id in self.workflows,
                         oldest_pending_at=oldest,
                         oldest_pending_age_seconds=(now - oldest).total_seconds() if oldest else None,
                     )
@@ -182,20 +183,31 @@ class InMemoryBoard:
             rows: list[JobRow] = []
             if filters.lists_jobs():
                 rows = [j.row() for j in sorted(matching, key=lambda j: j.updated_at, reverse=True)]
-            hour_ago = now - timedelta(hours=1)
+            # the counts table's buckets: claims per UTC hour
+            this_hour = now.replace(minute=0, second=0, microsecond=0)
+            previous_hour = this_hour - timedelta(hours=1)
+
+            def claims(site: str, start: datetime) -> int:
+                end = start + timedelta(hours=1)
+                return sum(
+                    1
+                    for j in self.jobs.values()
+                    for op in j.operations
+                    if op.site_id == site and start <= op.created_at < end
+                )
+
+            # every site (the page's filter offers them all), the numbers of the filtered one only
             sites = [
                 SiteSummary(
                     id=site,
                     jobs_held=sum(
                         1 for j in self.jobs.values() if j.status == "claimed" and j.site_id == site
                     ),
-                    claims_last_hour=sum(
-                        1
-                        for j in self.jobs.values()
-                        for op in j.operations
-                        if op.site_id == site and op.created_at >= hour_ago
-                    ),
+                    claims_this_hour=claims(site, this_hour),
+                    claims_previous_hour=claims(site, previous_hour),
                 )
+                if filters.site in (None, site)
+                else SiteSummary(id=site)
                 for site in sorted(self.sites)
             ]
             limit = filters.limit
@@ -235,7 +247,7 @@ class InMemoryBoard:
                 generated_at=now,
                 job=job.api_view(),
                 summary=job.row(),
-                last_error=job.last_error if job.status == "failed" else None,
+                last_error=job.last_error,
                 claim=job.claim(now) if job.status == "claimed" else None,
                 operations=list(job.operations),
                 lineage=self._lineage(job),
@@ -278,22 +290,23 @@ class InMemoryBoard:
     def _get(self, job_id: str) -> FakeJob:
         job = self.jobs.get(job_id)
         if job is None:
-            raise NotFoundError(f"no job {job_id}")
+            raise NotFoundError(f"job '{job_id}' does not exist")  # JobRepository.get's words
         return job
 
     def rerun(self, job_id: str) -> str:
         with self._lock:
             self.calls.append(("rerun", job_id))
             job = self._get(job_id)
+            # JobSteering's rules and words (logic/lifecycle.py)
             if job.status not in RERUNNABLE:
                 raise ConflictError(
-                    f"{job.workflow_id} on {job.object_id} is {job.status}: only a done, failed or "
-                    "cancelled job can be rerun"
+                    f"job '{job_id}' is {job.status}; only done, failed or cancelled jobs can be rerun"
                 )
             now = self.clock()
             was = job.status
+            # the last holder stays on the job, as on the table
             job.status, job.attempts, job.last_error = "pending", 0, None
-            job.site_id, job.lease_expires_at, job.cancel_requested = None, None, False
+            job.lease_expires_at, job.cancel_requested = None, False
             job.updated_at = now
             job.events.append(JobEvent(type="rerun", at=now, detail={"was": was, "by": "operator"}))
             return f"{job.workflow_id} on {job.object_id} is pending again, with {job.max_attempts} attempts"
@@ -305,15 +318,16 @@ class InMemoryBoard:
             what = f"{job.workflow_id} on {job.object_id}"
             if job.status not in CANCELLABLE:
                 raise ConflictError(
-                    f"{what} is {job.status}: only a pending, claimed or failed job can be cancelled"
+                    f"job '{job_id}' is {job.status}; only pending, claimed or failed jobs can be cancelled"
                 )
             now = self.clock()
+            if job.status == "claimed" and job.cancel_requested:
+                raise ConflictError(
+                    f"job '{job_id}': a cancel was already asked of site '{job.site_id}'; it stops at "
+                    "its next heartbeat, or its lease ends"
+                )
             job.updated_at = now
             if job.status == "claimed":
-                if job.cancel_requested:
-                    raise ConflictError(
-                        f"{what} was already asked to stop; {job.site_id} has not answered yet"
-                    )
                 job.cancel_requested = True
                 job.events.append(JobEvent(type="cancel_requested", at=now, detail={"site": job.site_id}))
                 return f"{what} is running at {job.site_id}: it is told to stop at its next heartbeat"

@@ -128,7 +128,7 @@ def test_a_refused_action_shows_why(page: Page, server: BoardServer, board: InMe
     _failed_row(page, job.id).get_by_role("button", name=re.compile("^Rerun")).click()
     page.locator("dialog#confirm").get_by_role("button", name="Rerun job").click()
     refused = page.locator("#notice .notice.refused")
-    expect(refused).to_contain_text("is pending: only a done, failed or cancelled job can be rerun")
+    expect(refused).to_contain_text("is pending; only done, failed or cancelled jobs can be rerun")
     assert board.calls == [("rerun", job.id)]
 
 
@@ -286,8 +286,9 @@ def test_a_lease_near_its_end_stands_out_in_words(
     # sites: what each holds and its claims in the last hour
     for site in board.overview(Filters()).sites:
         row = page.locator(f'#sites tr[data-site="{site.id}"]')
-        expect(row.locator("td").nth(1)).to_have_text(str(site.jobs_held))
-        expect(row.locator("td").nth(2)).to_have_text(str(site.claims_last_hour))
+        expect(row.locator("td.held")).to_have_text(str(site.jobs_held))
+        expect(row.locator("td.this-hour")).to_have_text(str(site.claims_this_hour))
+        expect(row.locator("td.previous-hour")).to_have_text(str(site.claims_previous_hour))
 
 
 def test_a_jobs_page_shows_its_operations_lineage_and_events(

@@ -138,8 +138,8 @@ def test_an_action_answers_with_its_message_and_tells_the_page_to_refresh(
 @pytest.mark.parametrize(
     ("action", "status", "code", "words"),
     [
-        ("rerun", "pending", 409, "only a done, failed or cancelled job can be rerun"),
-        ("cancel", "done", 409, "only a pending, claimed or failed job can be cancelled"),
+        ("rerun", "pending", 409, "is pending; only done, failed or cancelled jobs can be rerun"),
+        ("cancel", "done", 409, "is done; only pending, claimed or failed jobs can be cancelled"),
     ],
 )
 def test_a_refusal_is_a_4xx_with_its_reason(
@@ -156,7 +156,7 @@ def test_a_refusal_is_a_4xx_with_its_reason(
 def test_an_action_on_an_unknown_job_is_404(client: httpx.Client) -> None:
     response = client.post("/jobs/nope/rerun", data={"token": TOKEN})
     assert response.status_code == 404
-    assert "no job nope" in response.text
+    assert "job &#39;nope&#39; does not exist" in response.text
 
 
 # ----------------------------------------------------------------------------- pages and filters
@@ -324,3 +324,19 @@ def test_the_in_memory_boards_lists_follow_the_filters(board: InMemoryBoard) -> 
         (everything.generated_at - readqc.oldest_pending_at).total_seconds()
     )
     assert everything.generated_at - timedelta(seconds=5) < datetime.now(UTC)
+
+
+def test_a_longer_list_is_offered_and_kept_through_live_refreshes(client: httpx.Client) -> None:
+    # Given more done jobs than a list shows by default
+    page = client.get("/?status=done")
+    assert page.status_code == 200
+    # Then the list offers more, keeping the filters
+    more = re.search(r'id="more-jobs" href="([^"]+)"', page.text)
+    assert more, "no link to a longer list"
+    assert html.unescape(more.group(1)) == "/?status=done&limit=100"
+    # And a page that asked for more keeps asking for that many in its live refresh
+    longer = client.get("/?status=done&limit=100")
+    assert 'hx-get="/fragments/overview?status=done&amp;limit=100"' in longer.text
+    assert len(re.findall(r'<tr data-job="', longer.text)) > 25
+    # The default is left out of the URLs (a view's address stays as short as its filters)
+    assert 'hx-get="/fragments/overview?status=done"' in page.text

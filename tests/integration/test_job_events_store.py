@@ -343,6 +343,50 @@ def test_counts_of_several_workflows_are_one_read_and_unknown_ones_are_zero(
     }
 
 
+def test_every_counted_workflow_is_listed_from_the_keys_only_index_and_site_hours_are_not(
+    tables: dict[str, str], bus: EventBuses
+) -> None:
+    # Given jobs of two workflows (one not in any registry: these tables hold none), claims by a site
+    jobs = tables["JOBS_TABLE"]
+    JobLife(jobs, "wf-gone").create()
+    life = JobLife(jobs, "wf-here")
+    life.create()
+    life.claim("site-x")
+    event, _ = _batch(tables)
+    assert _run(_processor(), event) == {"batchItemFailures": []}
+    # When the board asks which workflows have counts
+    store = JobEventsStore()
+    # Then both are listed, sorted, and the site-hour items (which carry no `kind`) are not
+    assert store.counted_workflow_ids() == ["wf-gone", "wf-here"]
+    assert store.site_claims(["site-x"], [life.claim_hours[0][1]])[0].claims == 1
+    # And a later count update keeps one index entry per workflow
+    life.done()
+    event, _ = _batch(tables, after=_batch(tables)[1][-2])
+    assert _run(_processor(), event) == {"batchItemFailures": []}
+    assert store.counted_workflow_ids() == ["wf-gone", "wf-here"]
+    assert _counts("wf-here")["done"] == 1
+
+
+def test_what_each_site_holds_is_counted_as_its_jobs_move(tables: dict[str, str], bus: EventBuses) -> None:
+    # Given three jobs claimed by x, one of them taken over by y, one done, one heartbeating
+    jobs = tables["JOBS_TABLE"]
+    lives = [JobLife(jobs, "wf-a") for _ in range(3)]
+    for life in lives:
+        life.create()
+        life.claim("site-x")
+    lives[0].takeover("site-y")
+    lives[1].done()
+    lives[2].heartbeat()  # not a transition: counts nothing
+    event, _ = _batch(tables)
+    assert _run(_processor(), event) == {"batchItemFailures": []}
+    # Then x holds one, y one, and a site that never claimed none
+    assert JobEventsStore().site_holdings(["site-x", "site-y", "site-z"]) == {
+        "site-x": 1,
+        "site-y": 1,
+        "site-z": 0,
+    }
+
+
 def test_many_counts_are_read_in_batches_of_a_hundred(tables: dict[str, str], bus: EventBuses) -> None:
     # Given 150 workflows with a job each
     jobs = tables["JOBS_TABLE"]

@@ -83,6 +83,7 @@ def test_claimed_moves_the_count_and_counts_a_claim_for_the_site_in_that_hour() 
         (f"workflow#{WF}", "pending", -1),
         (f"workflow#{WF}", "claimed", 1),
         (f"site#site-a#{HOUR}", "claims", 1),
+        ("held#site-a", "jobs", 1),
     }
     (event,) = t.events  # type: ignore[union-attr]
     assert (event.site_id, event.operation_id, event.attempt, event.max_attempts, event.by) == (
@@ -122,7 +123,9 @@ def test_a_status_change_moves_one_job_from_the_old_status_to_the_new(
     new = job(5, after, [event_type], site_id="site-a", attempts=1, **extra)
     t = transition_from_images(new, old)
     assert types(t) == [event_type]
-    assert deltas(t) == {(f"workflow#{WF}", before, -1), (f"workflow#{WF}", after, 1)}
+    # (and a job that leaves `claimed` is one less that its site holds)
+    released = {("held#site-a", "jobs", -1)} if before == "claimed" else set()
+    assert deltas(t) == {(f"workflow#{WF}", before, -1), (f"workflow#{WF}", after, 1), *released}
     (event,) = t.events  # type: ignore[union-attr]
     assert (event.event_id, event.status, event.previous_status) == (f"{JOB}:5:0", after, before)
     assert event.last_error == extra.get("last_error")
@@ -157,8 +160,34 @@ def test_a_takeover_is_two_events_in_one_transition_and_one_claim_for_the_new_ho
     assert [e.event_id for e in t.events] == [f"{JOB}:3:0", f"{JOB}:3:1"]  # type: ignore[union-attr]
     # And each names the old holder and the new
     assert {(e.previous_site_id, e.site_id) for e in t.events} == {("site-a", "site-b")}  # type: ignore[union-attr]
-    # And the job is claimed before and after (no status count moves); site-b made a claim
-    assert deltas(t) == {(f"site#site-b#{HOUR}", "claims", 1)}
+    # And the job is claimed before and after (no status count moves); site-b made a claim, and
+    # holds the job site-a held
+    assert deltas(t) == {
+        (f"site#site-b#{HOUR}", "claims", 1),
+        ("held#site-a", "jobs", -1),
+        ("held#site-b", "jobs", 1),
+    }
+
+
+def test_what_a_site_holds_follows_its_jobs_in_and_out_of_claimed() -> None:
+    # A life: claimed by a, cancel asked (a still holds it), a stops (cancelled); rerun; claimed by b
+    images = [
+        job(1, "pending", ["job.created"]),
+        job(2, "claimed", ["job.claimed"], site_id="site-a", attempts=1),
+        job(3, "claimed", ["job.cancel_requested"], site_id="site-a", attempts=1, cancel_requested=True),
+        job(4, "cancelled", ["job.cancelled"], site_id="site-a", attempts=1),
+        job(5, "pending", ["job.rerun"], site_id="site-a", run=2),
+        job(6, "claimed", ["job.claimed"], site_id="site-b", attempts=1, run=2),
+    ]
+    held: dict[str, int] = {}
+    for old, new in zip([None, *images], images, strict=False):
+        for d in transition_from_images(new, old).deltas:  # type: ignore[union-attr]
+            if d.scope.startswith("held#"):
+                held[d.scope] = held.get(d.scope, 0) + d.delta
+    assert held == {"held#site-a": 0, "held#site-b": 1}
+    # A job made claimed (a site's own POST /jobs that claims at once) counts for its holder
+    t = transition_from_images(job(1, "claimed", ["job.created"], site_id="site-c"), None)
+    assert ("held#site-c", "jobs", 1) in deltas(t)
 
 
 def test_every_event_type_of_the_contract_is_covered_here() -> None:

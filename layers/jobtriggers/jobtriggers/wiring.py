@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.job_events import JobEventsStore
+    from jobtriggers.dal.job_views import JobViews
     from jobtriggers.dal.jobs import JobRepository
     from jobtriggers.dal.objects import ObjectRepository
     from jobtriggers.dal.operations import OperationRepository
@@ -122,3 +124,17 @@ def token_service() -> TokenService:
 
     settings = token_settings()
     return TokenService(sites(), lambda: signing_key(settings), settings)
+
+
+def job_events_store() -> JobEventsStore:
+    """The job events and counts tables (JOB_EVENTS_TABLE, COUNTS_TABLE), for reading: the board."""
+    from jobtriggers.dal.job_events import JobEventsStore
+
+    return JobEventsStore()
+
+
+def job_views() -> JobViews:
+    """The operators' bounded reads of the jobs and operations tables (the board's lists)."""
+    from jobtriggers.dal.job_views import JobViews
+
+    return JobViews()

@@ -28,20 +28,12 @@ StackOption = typer.Option(
 )
 
 
-class BoardNotWiredError(RuntimeError):
-    pass
-
-
 def open_board(endpoint_url: str | None, stack: str | None) -> tuple[BoardSource, BoardActions]:
-    """The board's source and actions over the tables that `configure_store` pointed at.
+    """The board's source and actions over the tables that `configure_store` pointed at (the
+    counts table and the indexes, never a scan of the jobs table: board/tables.py)."""
+    from jobtriggers.board.tables import open_tables
 
-    To be implemented over the data-access layer (the counts table and the indexes, never a scan of
-    the jobs table) once the job lifecycle (cancelled, cancel/rerun, events, lineage) has landed.
-    """
-    raise BoardNotWiredError(
-        "the board is not wired to the tables yet: jobtriggers.board.cli.open_board has no "
-        "implementation over the data-access layer"
-    )
+    return open_tables()
 
 
 def source_label(endpoint_url: str | None, stack: str | None) -> str:
@@ -62,6 +54,7 @@ def board(
 ) -> None:
     """Serve the job board, a live page of every job, on http://127.0.0.1:PORT (this machine only)."""
     from jobtriggers.cli.common import configure_store, err_console, fail
+    from jobtriggers.errors import JobTriggersError
 
     try:
         from jobtriggers.board.server import BoardConfig, BoardServer, create_app
@@ -71,8 +64,8 @@ def board(
     configure_store(endpoint_url, stack)
     try:
         source, actions = open_board(endpoint_url, stack)
-    except BoardNotWiredError as exc:
-        fail(str(exc), 2)
+    except JobTriggersError as exc:  # a table the environment does not name (an older stack)
+        fail(str(exc.detail), 2)
     app = create_app(source, actions, BoardConfig(source_label(endpoint_url, stack), refresh))
     try:
         server = BoardServer(app, port=port)

@@ -13,14 +13,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobtriggers.logic import lifecycle
+
 Status = Literal["pending", "claimed", "done", "failed", "cancelled"]
 STATUSES: tuple[Status, ...] = ("pending", "claimed", "done", "failed", "cancelled")
 
-# What a rerun and a cancel may act on (issue 9). The page offers only these; the actions decide.
-RERUNNABLE: frozenset[Status] = frozenset({"done", "failed", "cancelled"})
-CANCELLABLE: frozenset[Status] = frozenset({"pending", "claimed", "failed"})
+# What a rerun and a cancel may act on: JobSteering's own rules (logic/lifecycle.py), so the page
+# offers exactly what the actions accept. The actions still decide (the job may have moved on).
+RERUNNABLE: frozenset[str] = frozenset(s.value for s in lifecycle.RERUNNABLE)
+CANCELLABLE: frozenset[str] = frozenset(s.value for s in lifecycle.CANCELLABLE)
 
-DEFAULT_LIST_LIMIT = 50
+# Rows per list on a first view: about a laptop screen of each; `limit` (up to 500) asks for more.
+DEFAULT_LIST_LIMIT = 25
 MAX_LIST_LIMIT = 500
 
 
@@ -75,11 +79,16 @@ class StatusCounts(_Frozen):
 
 
 class WorkflowSummary(_Frozen):
-    """One workflow of the registry and its jobs by status (the counts table: one item per workflow)."""
+    """One workflow and its jobs by status (the counts table: one item per workflow)."""
 
     id: str
     name: str
     counts: StatusCounts
+    in_registry: bool = Field(
+        default=True,
+        description="False for a workflow that has jobs but is not in the registry (it left it, or "
+        "its jobs were made by a site): nobody but their creator can claim them",
+    )
     oldest_pending_at: datetime | None = None
     oldest_pending_age_seconds: float | None = Field(
         default=None, description="generated_at - oldest_pending_at; None when nothing is pending"
@@ -125,9 +134,16 @@ class JobRow(_Frozen):
 
 
 class SiteSummary(_Frozen):
+    """A site and its work. The numbers are None when the view did not read them (another site is
+    filtered: only that one's are read)."""
+
     id: str
-    jobs_held: int = Field(description="jobs it holds a live claim on now")
-    claims_last_hour: int
+    jobs_held: int | None = Field(default=None, description="jobs it holds a claim on now")
+    claims_this_hour: int | None = Field(default=None, description="claims it made this UTC hour so far")
+    claims_previous_hour: int | None = Field(default=None, description="claims it made the UTC hour before")
+    registered: bool = Field(
+        default=True, description="False for a site that holds jobs but is no longer in the sites table"
+    )
 
 
 class Overview(_Frozen):
@@ -139,7 +155,8 @@ class Overview(_Frozen):
     - `claimed`: claimed jobs matching the filters, the lease that ends soonest first.
     - `jobs`: when `filters.lists_jobs()`, the matching jobs (of `filters.status`, or of any status
       for an `object_id`), most recently updated first; otherwise empty.
-    - `sites`: every site, or only `filters.site`.
+    - `sites`: every site (the page's site filter offers them all); with `filters.site`, only that
+      one's numbers are read.
     Each list holds at most `filters.limit` rows; `*_truncated` says there were more.
     """
 
@@ -193,7 +210,8 @@ class JobPage(_Frozen):
 
     - `job`: the job exactly as the API serves it (shown as JSON).
     - `summary`: the same job as the board's lists show it.
-    - `last_error`: when it failed.
+    - `last_error`: the error of its last failed attempt, if any (a failed job's, or a pending one's
+      whose attempt failed); a rerun clears it.
     - `claim`: its live claim, when it is claimed.
     - `operations`: its claims, oldest first.
     - `lineage`: the chain it belongs to, rooted at its eldest ancestor; the path from the root to the

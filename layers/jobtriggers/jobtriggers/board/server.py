@@ -44,6 +44,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobtriggers.board.port import (
     CANCELLABLE,
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
     RERUNNABLE,
     STATUSES,
     BoardActions,
@@ -207,6 +209,7 @@ def _template_environment() -> jinja2.Environment:
     )
     env.globals.update(
         STATUSES=STATUSES,
+        MAX_LIST_LIMIT=MAX_LIST_LIMIT,
         RERUNNABLE=RERUNNABLE,
         CANCELLABLE=CANCELLABLE,
         ago=ago,
@@ -245,11 +248,14 @@ def parse_filters(params: dict[str, str]) -> Filters:
         raise BadFilters(problems) from exc
 
 
-def filters_query(filters: Filters, **changes: str | None) -> str:
-    """The query string of a view, with some filters changed (None removes one)."""
+def filters_query(filters: Filters, **changes: str | int | None) -> str:
+    """The query string of a view, with some filters changed (None removes one). A list length
+    other than the default is kept too, so a live refresh shows as many rows as the page asked for."""
     values: dict[str, Any] = {n: getattr(filters, n) for n in FILTER_NAMES}
+    if filters.limit != DEFAULT_LIST_LIMIT:
+        values["limit"] = filters.limit
     values.update(changes)
-    pairs = [(n, v) for n, v in values.items() if v]
+    pairs = [(n, v) for n, v in values.items() if v and not (n == "limit" and v == DEFAULT_LIST_LIMIT)]
     return ("?" + urlencode(pairs)) if pairs else ""
 
 

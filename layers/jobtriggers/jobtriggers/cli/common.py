@@ -32,6 +32,9 @@ STACK_OUTPUT_ENV = {
     "ObjectTypesTableName": "OBJECT_TYPES_TABLE",
     "JobsTableName": "JOBS_TABLE",
     "OperationsTableName": "OPERATIONS_TABLE",
+    # the job board's: each transition of a job, and the counts by workflow and site-hour
+    "JobEventsTableName": "JOB_EVENTS_TABLE",
+    "CountsTableName": "COUNTS_TABLE",
 }
 
 console = Console()

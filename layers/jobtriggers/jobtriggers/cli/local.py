@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from jobtriggers.cli.common import fail, fail_from
+from jobtriggers.board.cli import DEFAULT_PORT as DEFAULT_BOARD_PORT
+from jobtriggers.cli.common import err_console, fail, fail_from
 from jobtriggers.errors import JobTriggersError
+
+if TYPE_CHECKING:
+    from jobtriggers.board.server import BoardServer
+    from jobtriggers.local.runtime import LocalRuntime
 
 
 def local(
@@ -33,10 +39,18 @@ def local(
         help="A template parameter as KEY=VALUE, as `sam deploy --parameter-overrides` "
         "(e.g. EnableScheduledReconcile=true); repeatable",
     ),
+    board_port: int = typer.Option(
+        DEFAULT_BOARD_PORT,
+        "--board-port",
+        min=0,
+        max=65535,
+        help="Port of the job board on 127.0.0.1 (0 picks a free one)",
+    ),
+    no_board: bool = typer.Option(False, "--no-board", help="Do not serve the job board beside the runtime"),
 ) -> None:
     """Start the local runtime: embedded DynamoDB, the seeded registry, each function in worker
-    processes of its own, the stream poller, the scheduler and the API on http://HOST:PORT.
-    Ctrl-C stops it."""
+    processes of its own, the stream poller, the scheduler and the API on http://HOST:PORT; and the
+    job board on http://127.0.0.1:BOARD_PORT (this machine only). Ctrl-C stops it."""
     from jobtriggers.local.runtime import LocalConfig, LocalRuntime, PortInUseError
 
     overrides: dict[str, str] = {}
@@ -66,6 +80,43 @@ def local(
         fail(str(exc), code=2)
     except JobTriggersError as exc:
         fail_from(exc)
-    typer.echo(runtime.banner())
-    runtime.serve_forever()
+    board = None if no_board else _start_board(runtime, board_port)
+    if board is not None:
+        lines = [f"  Board     {board.url}   (the job board: this machine only)"]
+    else:
+        why = "--no-board" if no_board else "not started (see above)"
+        lines = [
+            f"  Board     {why}; to serve it: jobtriggers board --endpoint-url {runtime.dynamodb_endpoint}"
+        ]
+    typer.echo(runtime.banner(also=lines))
+    try:
+        runtime.serve_forever()
+    finally:
+        if board is not None:
+            board.stop()
     typer.echo("stopped")
+
+
+def _start_board(runtime: LocalRuntime, port: int) -> BoardServer | None:
+    """The job board beside the runtime, in this process, on the runtime's tables (the environment
+    names them while it runs), on loopback only whatever --host says. Started here rather than left
+    to a second command: `make run` then shows the service and its board at once, and the board reads
+    the same embedded store; `jobtriggers board --endpoint-url` serves it from another process."""
+    try:
+        from jobtriggers.board.cli import source_label
+        from jobtriggers.board.server import BoardConfig, BoardServer, create_app
+        from jobtriggers.board.tables import open_tables
+    except ImportError as exc:
+        err_console.print(f"job board not started: it needs pip install 'jobtriggers[board]' ({exc})")
+        return None
+    source, actions = open_tables()
+    app = create_app(source, actions, BoardConfig(source_label(runtime.dynamodb_endpoint, None)))
+    try:
+        return BoardServer(app, port=port).start()
+    except OSError as exc:
+        err_console.print(
+            f"job board not started: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+            "use --board-port (0: any free one)"
+        )
+        source.close()
+        return None

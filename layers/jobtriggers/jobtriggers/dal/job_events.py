@@ -4,9 +4,11 @@ Job events table (pk `job_id`, sk `version`): one item per transition of a job,
     {job_id, version, workflow_id, status, previous_status?, at, by, events: [<JobEvent>, ...],
      published?: true, published_at?}
 Counts table (pk `scope`):
-    `workflow#<workflow_id>`: {scope, workflow_id, pending?, claimed?, done?, failed?, cancelled?}
-        (numbers; a status's attribute appears once a job of that status was counted)
+    `workflow#<workflow_id>`: {scope, workflow_id, kind: "workflow", pending?, claimed?, done?,
+        failed?, cancelled?} (numbers; a status's attribute appears once a job of that status was
+        counted; `kind` puts it in the keys-only index `by_kind`, the list of counted workflows)
     `site#<site_id>#<yyyy-mm-ddThh>`: {scope, site_id, hour, claims}
+    `held#<site_id>`: {scope, site_id, jobs} (the jobs the site holds now: claimed by it)
 
 Recording a transition is one TransactWriteItems: the Put of its item, conditional on it not
 existing, and the counts' ADDs. The condition makes it apply once, however often it is sent: a
@@ -62,6 +64,9 @@ PUT_EVENTS_MAX_ENTRIES = 10
 BATCH_GET_MAX_KEYS = 100
 # How often unprocessed keys of a BatchGetItem are asked for again before it gives up.
 BATCH_GET_ROUNDS = 5
+# The counts table's sparse index of workflow items (`kind` = WORKFLOW_KIND), keys only.
+COUNTS_KIND_INDEX = "by_kind"
+WORKFLOW_KIND = "workflow"
 
 
 def transition_item(transition: JobTransition) -> dict[str, Any]:
@@ -90,14 +95,20 @@ def _count_update(table: str, scope: str, deltas: Sequence[CountDelta]) -> dict[
         adds.append(f"#a{i} :d{i}")
     sets: list[str] = []
     if scope.startswith("workflow#"):
-        names["#wf"] = "workflow_id"
-        values[":wf"] = to_attr(scope.removeprefix("workflow#"))
-        sets.append("#wf = :wf")
+        # `kind` puts the item in the by_kind index (the workflows ever counted); the same value on
+        # every update, so the keys-only index is written once per workflow.
+        names.update({"#wf": "workflow_id", "#kind": "kind"})
+        values.update({":wf": to_attr(scope.removeprefix("workflow#")), ":kind": to_attr(WORKFLOW_KIND)})
+        sets.append("#wf = :wf, #kind = :kind")
     elif scope.startswith("site#"):
         site_id, _, hour = scope.removeprefix("site#").rpartition("#")
         names.update({"#site": "site_id", "#hour": "hour"})
         values.update({":site": to_attr(site_id), ":hour": to_attr(hour)})
         sets.append("#site = :site, #hour = :hour")
+    elif scope.startswith("held#"):
+        names["#site"] = "site_id"
+        values[":site"] = to_attr(scope.removeprefix("held#"))
+        sets.append("#site = :site")
     expression = "ADD " + ", ".join(adds) + (" SET " + ", ".join(sets) if sets else "")
     return {
         "Update": {
@@ -206,6 +217,22 @@ class JobEventsStore:
             out[workflow_id] = WorkflowCounts(workflow_id=workflow_id, **counts)
         return out
 
+    def counted_workflow_ids(self) -> list[str]:
+        """Every workflow the counts table has an item for, sorted: those of the registry that had
+        jobs, and those that left the registry (or never were in it) with their jobs. One Query of
+        the keys-only `by_kind` index (a few bytes a workflow), never a Scan.
+
+        A workflow item counted before the index existed enters it with its next count update."""
+        items = query_all(
+            table=self.counts_table,
+            index=COUNTS_KIND_INDEX,
+            key_condition="#kind = :kind",
+            names={"#kind": "kind"},
+            values={":kind": WORKFLOW_KIND},
+            action="list the counted workflows",
+        )
+        return sorted(str(i["scope"]).removeprefix("workflow#") for i in items)
+
     def site_claims(self, site_ids: Iterable[str], hours: Iterable[str]) -> list[SiteHourClaims]:
         """Claims per site and hour (hours as `yyyy-mm-ddThh`, UTC); zero where none was counted."""
         pairs = [(s, h) for s in dict.fromkeys(site_ids) for h in dict.fromkeys(hours)]
@@ -214,6 +241,12 @@ class JobEventsStore:
             SiteHourClaims(site_id=s, hour=h, claims=int(items.get(f"site#{s}#{h}", {}).get("claims", 0)))
             for s, h in pairs
         ]
+
+    def site_holdings(self, site_ids: Iterable[str]) -> dict[str, int]:
+        """How many jobs each site holds now (claimed by it); zero where none was counted."""
+        wanted = list(dict.fromkeys(site_ids))
+        items = self._get_scopes([f"held#{s}" for s in wanted])
+        return {s: int(items.get(f"held#{s}", {}).get("jobs", 0)) for s in wanted}
 
     def _get_scopes(self, scopes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Counts items by scope: BatchGetItem, 100 keys a call, unprocessed keys asked for again."""

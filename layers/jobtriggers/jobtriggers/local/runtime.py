@@ -24,6 +24,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -476,7 +477,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ for people
 
-    def banner(self) -> str:
+    def banner(self, also: Sequence[str] = ()) -> str:
+        """What `jobtriggers local` prints once started; `also`: lines about what was started beside
+        it (the job board), shown with the runtime's own."""
         counts = self.seed.counts
         backfilled = sum(self.seed.backfilled.values())
         lines = [
@@ -496,6 +499,7 @@ class LocalRuntime:
         for name, why in sorted(self.unavailable.items()):
             lines.append(f"  (not available: {name}: {why})")
         lines += [
+            *also,
             "Next:",
             f"  jobtriggers sites create my-site --endpoint-url {self.dynamodb_endpoint}",
             f"  curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials {self.base_url}/token",

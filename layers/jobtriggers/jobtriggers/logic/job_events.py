@@ -6,8 +6,9 @@ with a higher version in its NewImage than in its OldImage (an INSERT counts) is
 
 - its events: one per entry of `transition.events`, in order, each with the stable `event_id`
   `<job_id>:<version>:<n>` (n from 0), the job as the write left it and `previous_*` as it was;
-- its count deltas: the workflow's status counts (old status -1, new status +1; an INSERT +1) and,
-  per `job.claimed`, the claiming site's claims of that hour (`site#<id>#<yyyy-mm-ddThh>` +1).
+- its count deltas: the workflow's status counts (old status -1, new status +1; an INSERT +1),
+  per `job.claimed` the claiming site's claims of that hour (`site#<id>#<yyyy-mm-ddThh>` +1), and
+  the jobs each site holds (`held#<id>`: +1 for the site that now holds it, -1 for the one that did).
 
 Records whose version did not rise (heartbeats renew a lease without one), REMOVEs and writes
 without a valid transition make neither.
@@ -50,6 +51,19 @@ def workflow_scope(workflow_id: str) -> str:
 
 def site_hour_scope(site_id: str, hour: str) -> str:
     return f"site#{site_id}#{hour}"
+
+
+def holder_scope(site_id: str) -> str:
+    """The counts item of the jobs a site holds now (`jobs`: how many are claimed by it)."""
+    return f"held#{site_id}"
+
+
+def _holder(image: Mapping[str, Any] | None) -> str | None:
+    """The site holding the job in this image: its `site_id` while it is claimed."""
+    if not image or image.get("status") != "claimed":
+        return None
+    site_id = image.get("site_id")
+    return site_id if isinstance(site_id, str) and site_id else None
 
 
 def parse_instant(value: Any) -> datetime:
@@ -172,6 +186,14 @@ def transition_from_images(new: Mapping[str, Any], old: Mapping[str, Any] | None
         deltas.append(
             CountDelta(site_hour_scope(site_id, at_instant.strftime("%Y-%m-%dT%H")), "claims", claims)
         )
+    # What each site holds: one job more for the site that now holds it, one less for the one that
+    # held it before (a takeover moves it from one to the other; a cancel request moves nothing).
+    held_before, held_after = _holder(old), _holder(new)
+    if held_before != held_after:
+        if held_before:
+            deltas.append(CountDelta(holder_scope(held_before), "jobs", -1))
+        if held_after:
+            deltas.append(CountDelta(holder_scope(held_after), "jobs", +1))
     return JobTransition(
         job_id=job_id,
         version=new_version,
