@@ -253,6 +253,15 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
         if not latencies:
             raise RuntimeError("no job carries tagged_at")
         dlq = len(runtime.dlq)
+        # One job per tag is the invariant; should a tag have none, say which and what the stream saw.
+        missing = sorted(set(ids) - {j["object_id"] for j in jobs})
+        stream_stats = runtime.stats() if missing else None
+        if stream_stats is not None:
+            stream_stats["function_log_warnings"] = [
+                line
+                for line in runtime.logs.lines()
+                if '"level":"ERROR"' in line or '"level":"WARNING"' in line
+            ][:10]
     finally:
         if floor_poller:
             floor_poller.stop()
@@ -267,6 +276,8 @@ def one_run(config: LatencyConfig, run_no: int) -> dict[str, Any]:
         else None,
         "floor_records": len(floor.delays_ms),
         "dlq": dlq,
+        "objects_without_job": missing[:20],
+        "stream_stats_when_missing": stream_stats,
     }
     progress(
         f"  run {run_no}: {out['tags_per_s']:.0f} tags/s, {out['jobs_per_s']:.0f} jobs/s, "
@@ -292,6 +303,10 @@ def run(config: LatencyConfig) -> dict[str, Any]:
         "floor_ms": {q: summarize([r["floor_ms"][q] for r in runs]) for q in qs},
         "p50_above_floor_ms": summarize([r["tag_to_job_ms"]["p50"] - r["floor_ms"]["p50"] for r in runs]),
         "dead_letters": sum(r["dlq"] for r in runs),
+        "objects_without_job": [o for r in runs for o in r["objects_without_job"]],
+        "stream_stats_when_missing": [
+            r["stream_stats_when_missing"] for r in runs if r["objects_without_job"]
+        ],
         "notes": [
             "The floor poller reads the same stream beside the runtime's own poller during the same "
             "tag run, so both see the same load.",

@@ -76,7 +76,11 @@ def test_latency_figure_pairs_every_tag_with_its_job(smoke: tuple[dict[str, Any]
     latency = smoke[0]["latency"]
     assert latency["measured"], latency.get("reason")
     # Then each tag produced one job and the percentiles are ordered and positive
-    assert latency["jobs_per_tag"]["median"] == 1.0
+    assert latency["jobs_per_tag"]["median"] == 1.0, (
+        latency["objects_without_job"],
+        latency["dead_letters"],
+        latency["stream_stats_when_missing"],
+    )
     t = latency["tag_to_job_ms"]
     assert 0 < t["p50"]["median"] <= t["p95"]["median"] <= t["p99"]["median"]
     assert all(_is_summary(latency["floor_ms"][q]) for q in ("p50", "p95", "p99"))

@@ -464,3 +464,59 @@ def test_recent_deliveries_record_arrival_and_handling_times_for_benchmarks() ->
     # Then only the handled one is sampled, with both times
     assert poller.recent_deliveries() == [{"sequence": BASE_SEQ + 1, "arrival": T0, "handled_at": T0 + 0.3}]
     assert poller.stats()["last_delivery_delay_seconds"] == pytest.approx(0.3)
+
+
+def test_waiting_for_idle_counts_each_mappings_rounds_not_the_fewest_of_any() -> None:
+    # Given two mappings polling in their own threads: "Ahead" many rounds ahead of "Behind",
+    # whose handler is held in its first invocation
+    import threading
+
+    behind_release, ahead_release = threading.Event(), threading.Event()
+    ahead_batches: list[list[int]] = []
+    ahead_holding = threading.Event()
+
+    def behind(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        behind_release.wait(10)
+        return {"batchItemFailures": []}
+
+    def ahead(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        numbers = [int(r["dynamodb"]["Keys"]["object_id"]["S"][1:]) for r in event["Records"]]
+        if 5 in numbers:  # held here, after its round read the shard
+            ahead_holding.set()
+            ahead_release.wait(10)
+        if 6 in numbers:  # a handler that takes its time
+            time.sleep(0.3)
+        ahead_batches.append(numbers)  # delivered: the handler returned
+        return {"batchItemFailures": []}
+
+    arn_b = ARN.replace("table/t/", "table/u/")
+    streams = {ARN: FakeStreams(), arn_b: FakeStreams()}
+    poller = StreamPoller(
+        [StreamMapping("Ahead", ARN), StreamMapping("Behind", arn_b)],
+        {"Ahead": ahead, "Behind": behind},
+        RoutedStreams(streams),
+        poll_interval=0.005,
+    )
+    streams[arn_b].add(raw_record(1))
+    poller.start()
+    try:
+        time.sleep(0.3)  # "Ahead" polls rounds while "Behind" is held
+        streams[ARN].add(raw_record(5))
+        assert ahead_holding.wait(5)
+        # When a record is written while "Ahead"'s round (which read before it) is still under way,
+        # and a caller then waits for the stream to be idle
+        streams[ARN].add(raw_record(6))
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(poller.wait_until_idle(5)))
+        waiter.start()
+        behind_release.set()
+        time.sleep(0.2)  # "Behind" makes its rounds
+        ahead_release.set()
+        waiter.join(10)
+        # Then the wait ends only after "Ahead" read and delivered the new record
+        assert waited == [True]
+        assert [6] in ahead_batches
+    finally:
+        behind_release.set()
+        ahead_release.set()
+        poller.stop()

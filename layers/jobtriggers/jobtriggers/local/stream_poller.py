@@ -362,11 +362,17 @@ class StreamPoller:
 
     def wait_until_idle(self, timeout: float = 10.0) -> bool:
         """Block until every mapping has polled once whole after this call, and nothing is left
-        pending (tests, e2e)."""
+        pending (tests, e2e).
+
+        Two more rounds of each mapping: the round under way may have read its shard before the
+        caller's write. Counted per mapping, not on the fewest rounds of any: mappings poll in
+        threads of their own, so one that is rounds ahead of a slow one would otherwise count as
+        done without having read anything since this call.
+        """
         deadline = time.monotonic() + timeout
         with self._polled:
-            target = self._stats.polls + 2
-            while self._stats.polls < target or self._stats.pending_records:
+            targets = [(m, m.polls + 2) for m in self._mapped]
+            while any(m.polls < target for m, target in targets) or self._stats.pending_records:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
