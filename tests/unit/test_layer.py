@@ -141,6 +141,14 @@ def test_what_the_build_trims_from_dependencies_is_not_needed_at_run_time(layer:
         if "pytz.timezone(" in p.read_text() and not p.is_relative_to(layer / "pytz")
     ]
     assert set(zone_users) <= {"mongomock/aggregate.py"}, zone_users
+    # And pydantic.v1: nothing imports it but pydantic itself, lazily, for pydantic 1 style types
+    assert not (layer / "pydantic" / "v1").exists()
+    v1_users = {
+        str(p.relative_to(layer))
+        for p in layer.rglob("*.py")
+        if re.search(r"pydantic\.v1\b|from pydantic import v1\b", p.read_text())
+    }
+    assert v1_users <= {"pydantic/_migration.py", "pydantic/_internal/_generate_schema.py"}, v1_users
     for metadata in layer.glob("*.dist-info/METADATA"):
         headers = metadata.read_text()
         assert re.search(r"^Version: \S+$", headers, re.M), metadata
