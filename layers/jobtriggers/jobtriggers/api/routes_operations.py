@@ -95,7 +95,16 @@ def update_operation(operation_id: OperationIdPath, body: OperationPatch) -> Ope
     """Report on a job the site holds (holder only). Any accepted PATCH renews the lease;
     `done: true` with a result finishes the job; with an error result `{code, message, details?}`
     the job is pending again while attempts remain, else failed. 409 once the operation is
-    finished or fenced off (its lease ended and another claim took the job)."""
+    finished or fenced off (its lease ended and another claim took the job). `done: true` with
+    `result: {"outputs": [...]}` (each a DRS object with its `types`) registers the outputs in the
+    same transaction (docs/architecture.md, "Outputs"); the same completion sent again is 200."""
     sent = body.model_fields_set
-    report = Report(done=body.done, result=body.result, result_sent="result" in sent, metadata=body.metadata)
+    headers = router.current_event.headers
+    report = Report(
+        done=body.done,
+        result=body.result,
+        result_sent="result" in sent,
+        metadata=body.metadata,
+        host=headers.get("Host") or headers.get("host"),
+    )
     return wiring.claim_service().update_operation(operation_id, calling_site(), report).served()

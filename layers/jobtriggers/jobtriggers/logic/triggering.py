@@ -25,6 +25,7 @@ from jobtriggers.logic.stream_batch import OrderedBatchResult
 from jobtriggers.models import (
     Job,
     JobEventType,
+    Lineage,
     ObjectTypeAssignment,
     Transition,
     Trigger,
@@ -96,6 +97,10 @@ class TaggedObjects(Protocol):
         self, object_type_id: str, limit: int, page_token: str | None
     ) -> tuple[list[str], str | None]: ...
 
+    def assignments_of(
+        self, object_type_id: str, object_ids: list[str]
+    ) -> dict[str, ObjectTypeAssignment]: ...
+
 
 @dataclass
 class Resolution:
@@ -131,14 +136,26 @@ class TriggerEngine:
         self.jobs = jobs
         self.clock = clock
 
-    def put_job(self, trigger: Trigger, object_id: str, tagged_at: str | None) -> tuple[str, bool]:
+    def put_job(
+        self, trigger: Trigger, object_id: str, tagged_at: str | None, lineage: Lineage | None = None
+    ) -> tuple[str, bool]:
+        """Put the trigger's job for `object_id`, unless it exists. `lineage` is the object's (what
+        its assignment carries); without one the object is the root of its chain."""
         now = iso(self.clock())
-        job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at)
+        lineage = (
+            lineage
+            or ObjectTypeAssignment(
+                object_id=object_id, object_type_id=trigger.object_type_id, assigned_at=tagged_at or now
+            ).lineage()
+        )
+        job = Job.new(
+            trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at, lineage=lineage
+        )
+        details: dict[str, Any] = {"trigger_id": trigger.id}
+        if lineage.generated_by:
+            details["parent_job_id"] = lineage.generated_by
         created = self.jobs.create(
-            job,
-            Transition(
-                events=[JobEventType.created], at=now, by="service", details={"trigger_id": trigger.id}
-            ),
+            job, Transition(events=[JobEventType.created], at=now, by="service", details=details)
         )
         log = {
             "job_id": job.id,
@@ -153,9 +170,12 @@ class TriggerEngine:
         return job.id, created
 
     def resolve(self, assignment: ObjectTypeAssignment) -> Resolution:
+        """The assignment's jobs. Its lineage comes with it (a completion writes it on the
+        assignment, so the stream record carries it): no read beyond the trigger set."""
         out = Resolution()
+        lineage = assignment.lineage()
         for trigger in self.triggers.triggers_for_object_type(assignment.object_type_id):
-            job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at)
+            job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at, lineage)
             (out.created if created else out.already_present).append(job_id)
         return out
 
@@ -178,15 +198,20 @@ class TriggerEngine:
         """Jobs for objects that carried the trigger's type before the trigger existed.
 
         Reads the object-type index a page at a time (a Query, never a Scan); each put is
-        conditional, so running it twice, or beside the stream, makes nothing twice.
+        conditional, so running it twice, or beside the stream, makes nothing twice. The index holds
+        keys only, so each page's assignments are read (BatchGetItem) for their lineage: a job a
+        backfill or a reconcile makes for a chain's output knows its chain as the stream's would.
         """
         out = Resolution()
         token: str | None = None
         seen = 0
         while True:
             object_ids, token = objects.objects_with_type(trigger.object_type_id, page_size, token)
+            assignments = objects.assignments_of(trigger.object_type_id, object_ids) if object_ids else {}
             for object_id in object_ids:
-                job_id, created = self.put_job(trigger, object_id, None)
+                assignment = assignments.get(object_id)
+                lineage = assignment.lineage() if assignment else None
+                job_id, created = self.put_job(trigger, object_id, None, lineage)
                 (out.created if created else out.already_present).append(job_id)
             seen += len(object_ids)
             if progress:
