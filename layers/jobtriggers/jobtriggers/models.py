@@ -604,7 +604,7 @@ class TriggerJobRef(_Deferred):
 class TypeTrigger(_Deferred):
     """One trigger of one of an object's types, and the job it made (or why there is none)."""
 
-    trigger_id: str
+    trigger_id: str | None = Field(description="None: a job no trigger made (POST /jobs)")
     workflow_id: str
     workflow_missing: bool = Field(
         default=False, description="the trigger's workflow is not in the registry: it makes no job"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.chains import ChainRepository
     from jobtriggers.dal.jobs import JobRepository
     from jobtriggers.dal.objects import ObjectRepository
     from jobtriggers.dal.operations import OperationRepository
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from jobtriggers.dal.sites import SiteRepository
     from jobtriggers.logic.claims import ClaimService
     from jobtriggers.logic.lifecycle import JobSteering
+    from jobtriggers.logic.lineage import LineageService
+    from jobtriggers.logic.object_triggers import ObjectTriggersReader
     from jobtriggers.logic.objects import ObjectTagger
     from jobtriggers.logic.tokens import TokenService
     from jobtriggers.logic.triggering import TriggerEngine
@@ -91,6 +94,27 @@ def object_tagger() -> ObjectTagger:
     from jobtriggers.logic.objects import ObjectTagger
 
     return ObjectTagger(objects(), assignments(), registry())
+
+
+def chains() -> ChainRepository:
+    from jobtriggers.dal.chains import ChainRepository
+
+    return ChainRepository()
+
+
+def lineage() -> LineageService:
+    """Chains and lineage (GET /jobs/{id}/lineage, `jobtriggers jobs tree`, the board): one Query
+    of the jobs' by_root index per chain."""
+    from jobtriggers.logic.lineage import LineageService
+
+    return LineageService(jobs(), chains())
+
+
+def object_triggers() -> ObjectTriggersReader:
+    """GET /objects/{id}/triggers: an object's types, their triggers and jobs, and why not."""
+    from jobtriggers.logic.object_triggers import ObjectTriggersReader
+
+    return ObjectTriggersReader(objects(), assignments(), registry(), jobs())
 
 
 def token_service() -> TokenService:
