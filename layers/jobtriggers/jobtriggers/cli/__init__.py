@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from jobtriggers.board.cli import board as board_command
-from jobtriggers.cli import local, seed, site_admin, site_jobs, worker
+from jobtriggers.cli import jobs_tree, local, seed, site_admin, site_jobs, worker
 
 app = typer.Typer(
     name="jobtriggers",
@@ -22,6 +22,10 @@ site_jobs.app.command("work", context_settings={"allow_extra_args": True, "ignor
     worker.work
 )
 app.add_typer(site_jobs.app, name="site")
+# Operators' view of jobs. (H11's `jobs list|show|cancel|rerun|release` join this group.)
+jobs_app = typer.Typer(no_args_is_help=True, help="Jobs, for operators: chains and lineage.")
+jobs_app.command("tree")(jobs_tree.tree)
+app.add_typer(jobs_app, name="jobs")
 app.command("reconcile")(seed.reconcile)
 app.command("local")(local.local)
 app.command("board")(board_command)
