@@ -68,7 +68,7 @@ class FakeJobs:
         self.jobs[job.id] = job.model_copy(update={"version": max(job.version, 1)}).model_dump(mode="json")
         return self.get(job.id)
 
-    def find(self, job_id: str) -> Job | None:
+    def find(self, job_id: str, consistent: bool = True) -> Job | None:
         data = self.jobs.get(job_id)
         return Job.model_validate(copy.deepcopy(data)) if data else None
 

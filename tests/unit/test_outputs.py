@@ -86,8 +86,10 @@ def output(
     return body
 
 
-def plan(outputs: list[dict[str, Any]], job: Job | None = None) -> tuple[NewOutput, ...]:
-    return plan_outputs(
+def plan(
+    outputs: list[dict[str, Any]], job: Job | None = None, triggered: set[str] | None = None
+) -> tuple[NewOutput, ...]:
+    writes, _ = plan_outputs(
         job or chained_job(),
         ASSEMBLY,
         parse_outputs(outputs),
@@ -95,7 +97,9 @@ def plan(outputs: list[dict[str, Any]], job: Job | None = None) -> tuple[NewOutp
         operation_id="op-1",
         now="2025-01-01T01:00:00.000Z",
         host="api.example.org",
+        triggered_types=triggered,
     )
+    return writes
 
 
 # --------------------------------------------------------------------------- item count and bound
@@ -113,7 +117,7 @@ def test_the_item_count_is_the_job_its_operation_and_per_output_one_plus_checksu
         outputs=[WorkflowOutput(name="o", object_types=[f"t{i}" for i in range(types)])],
     )
     outs = [output(None, [f"t{i}" for i in range(types)], checksums, id=f"id-{n}") for n in range(5)]
-    planned = plan_outputs(
+    planned, _ = plan_outputs(
         chained_job(), workflow, parse_outputs(outs), site_id="s", operation_id="op", now="n", host="h"
     )
     # Then each output counts 1 + its checksums + its types, and the change adds the job and its operation
@@ -265,8 +269,10 @@ def test_a_completion_with_outputs_is_one_change_and_a_repeat_changes_nothing(
     done = service.update_operation(op.id, SiteRef.of("site-a"), report(done=True, result=result))
     assert done.done and done.result == result
     job = jobs.get(chained_job().id)
-    assert job.status == JobStatus.done and job.outputs == [derived_object_id(op.id, i) for i in range(3)]
-    assert sorted(jobs.objects) == sorted(job.outputs)
+    ids = [o.object_id for o in job.outputs]
+    assert job.status == JobStatus.done and ids == [derived_object_id(op.id, i) for i in range(3)]
+    assert [o.output_name for o in job.outputs] == ["workflow_execution", "sr_contig", "sr_bam"]
+    assert sorted(jobs.objects) == sorted(ids)
     applied = jobs.applied
     again = service.update_operation(op.id, SiteRef.of("site-a"), report(done=True, result=result))
     assert again == done and jobs.applied == applied
@@ -287,3 +293,46 @@ def test_a_completion_refused_for_its_outputs_changes_nothing(
         op.id, SiteRef.of("site-a"), report(done=True, result={"code": "boom", "message": "it broke"})
     )
     assert jobs.objects == {} and jobs.get(chained_job().id).status == JobStatus.pending
+
+
+def test_the_chains_inputs_ride_only_on_assignments_whose_type_starts_a_job() -> None:
+    # Given a completion whose record type triggers the next workflow and whose files trigger nothing
+    record, contig = plan(
+        [output(None, ["metagenome_assembly_set"]), output("sr_contig", ["data_object_set"])],
+        triggered={"metagenome_assembly_set"},
+    )
+    # Then the record's assignment carries the inputs, the file's only where it comes from
+    assert record.assignments[0].inputs is not None and not record.assignments[0].lacks_inputs
+    [file_assignment] = contig.assignments
+    assert file_assignment.inputs is None and file_assignment.lacks_inputs
+    assert file_assignment.generated_by == chained_job().id and file_assignment.root_object_id == "seq-1"
+
+
+def test_a_job_from_an_assignment_without_inputs_rebuilds_them_from_its_parent() -> None:
+    # Given the assembly job done with its outputs, and one of its files' assignments without inputs
+    from jobtriggers.logic.triggering import TriggerEngine
+    from jobtriggers.models import Trigger
+
+    parent = chained_job()
+    refs = output_lineage(
+        parent, [("rec", ["metagenome_assembly_set"], "workflow_execution"), ("c", ["f"], "sr_contig")]
+    )
+    jobs = FakeJobs()
+    jobs.add(parent.model_copy(update={"status": JobStatus.done, "outputs": refs.inputs[2:]}))
+    file_assignment = ObjectTypeAssignment(
+        object_id="c", object_type_id="f", assigned_at="t", generated_by=parent.id, root_object_id="seq-1"
+    )
+    trigger = Trigger(id="f--new-wf", object_type_id="f", workflow_id="new-wf", created_at=T0)
+
+    class Triggers:
+        def triggers_for_object_type(self, object_type_id: str) -> list[Trigger]:
+            return [trigger] if object_type_id == "f" else []
+
+    # When a trigger now names its type and the record is handled
+    TriggerEngine(Triggers(), jobs).resolve(file_assignment)
+    # Then the new job's inputs are its parent's inputs and all of its parent's outputs
+    from jobtriggers.models import job_id_for
+
+    made = jobs.get(job_id_for("new-wf", "c"))
+    assert made.parent_job_id == parent.id and made.root_object_id == "seq-1"
+    assert [i.object_id for i in made.inputs] == ["seq-1", "rqc-rec", "rec", "c"]

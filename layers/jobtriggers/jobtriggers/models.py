@@ -320,8 +320,9 @@ class ObjectTypeAssignment(_Model):
     """One object carrying one object type: one item of the object-type table, one stream record.
 
     An assignment written by a completion carries the output's lineage (`generated_by`,
-    `root_object_id`, `inputs`): the stream record hands it to the trigger engine, so the next job
-    gets its lineage without another read. A tag from outside carries none: its object is a root.
+    `root_object_id`, and `inputs` when its type triggers a workflow): the stream record hands it to
+    the trigger engine, so the next job gets its lineage without another read. A tag from outside
+    carries none: its object is a root.
     """
 
     object_id: str
@@ -334,15 +335,23 @@ class ObjectTypeAssignment(_Model):
         default=None, description="the chain's objects so far, this one included (see InputRef)"
     )
 
+    @property
+    def lacks_inputs(self) -> bool:
+        """A completion's assignment written without the chain's inputs (its type triggered nothing
+        then): a job made from it rebuilds them from its parent job (`generated_by`)."""
+        return self.generated_by is not None and self.inputs is None
+
     def lineage(self) -> Lineage:
         """The lineage a job triggered by this assignment gets: the object's own when a completion
         registered it; else the object is a chain's root, and its only input."""
-        if self.root_object_id is not None and self.inputs is not None:
+        own = InputRef(object_id=self.object_id, types=[self.object_type_id])
+        if self.generated_by is not None:
             return Lineage(
-                generated_by=self.generated_by, root_object_id=self.root_object_id, inputs=self.inputs
+                generated_by=self.generated_by,
+                root_object_id=self.root_object_id or self.object_id,
+                inputs=self.inputs if self.inputs is not None else [own],
             )
-        root = InputRef(object_id=self.object_id, types=[self.object_type_id])
-        return Lineage(generated_by=None, root_object_id=self.object_id, inputs=[root])
+        return Lineage(generated_by=None, root_object_id=self.object_id, inputs=[own])
 
 
 # --------------------------------------------------------------------------- jobs
@@ -449,8 +458,10 @@ class Job(_Deferred):
         "{code: lease_expired, message} when its holder stopped renewing the lease",
     )
     tagged_at: str | None = Field(default=None, description="when its object got the triggering type")
-    outputs: list[str] = Field(
-        default_factory=list, description="ids of the objects its completion registered (its outputs)"
+    outputs: list[InputRef] = Field(
+        default_factory=list,
+        description="the objects its completion registered, with their types and declared output names "
+        "(as the jobs made from them see them in their inputs)",
     )
     run: int = Field(default=1, description="1, and one more for each rerun")
     previous_claims: list[Claim] = Field(default_factory=list, description="the claims of earlier runs")

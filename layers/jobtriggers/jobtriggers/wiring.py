@@ -60,7 +60,8 @@ def assignments() -> AssignmentRepository:
 def claim_service() -> ClaimService:
     from jobtriggers.logic.claims import ClaimService
 
-    return ClaimService(jobs(), operations(), registry())
+    registry_repo = registry()
+    return ClaimService(jobs(), operations(), registry_repo, triggers=registry_repo)
 
 
 def job_steering() -> JobSteering:

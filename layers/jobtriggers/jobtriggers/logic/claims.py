@@ -52,11 +52,13 @@ from jobtriggers.logic.outputs import check_transaction_size, outputs_in, parse_
 from jobtriggers.models import (
     FINISHED,
     Claim,
+    InputRef,
     Job,
     JobEventType,
     JobStatus,
     OperationRecord,
     Transition,
+    Trigger,
     Workflow,
     iso,
     utcnow,
@@ -111,6 +113,10 @@ class JobStore(Protocol):
 
 class OperationStore(Protocol):
     def get(self, op_id: str) -> OperationRecord | None: ...
+
+
+class TriggerSource(Protocol):
+    def all_triggers(self) -> list[Trigger]: ...
 
 
 class WorkflowLookup(Protocol):
@@ -225,10 +231,14 @@ class ClaimService:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        triggers: TriggerSource | None = None,
     ) -> None:
         self.jobs = jobs
         self.operations = operations
         self.workflows = workflows
+        # Which output types start a next job now (their assignments carry the chain's inputs);
+        # None: every assignment carries them.
+        self.triggers = triggers
         self.clock = clock
         self.rng = rng or random.Random()
         self.new_id = new_id
@@ -633,8 +643,8 @@ class ClaimService:
         outputs: tuple[NewOutput, ...] = ()
         raw_outputs = outputs_in(report.result) if status == JobStatus.done else None
         if raw_outputs is not None:
-            outputs = self._plan_outputs(job, op, site, raw_outputs, iso(now), report.host)
-            updates["outputs"] = [o.obj.id for o in outputs]
+            outputs, made = self._plan_outputs(job, op, site, raw_outputs, iso(now), report.host)
+            updates["outputs"] = [m.model_dump(mode="json") for m in made]
         op_updates.update({"done": True, "result": report.result})
         change = JobChange(
             job=job,
@@ -685,7 +695,7 @@ class ClaimService:
         raw: list[dict[str, Any]],
         now: str,
         host: str | None,
-    ) -> tuple[NewOutput, ...]:
+    ) -> tuple[tuple[NewOutput, ...], list[InputRef]]:
         """The outputs a successful report registers, checked against the workflow's declaration."""
         try:
             workflow = self.workflows.workflow(job.workflow_id)
@@ -704,6 +714,9 @@ class ClaimService:
             operation_id=op.id,
             now=now,
             host=host or "localhost",
+            triggered_types=None
+            if self.triggers is None
+            else {t.object_type_id for t in self.triggers.all_triggers()},
         )
 
     def release(self, job_id: str, site: SiteRef) -> OperationRecord:

@@ -53,7 +53,7 @@ def chain_job(job: Job, now: datetime) -> ChainJob:
         duration_seconds=_seconds_between(job.created_at, end),
         site_id=job.site_id,
         attempts=job.attempts,
-        outputs=list(job.outputs),
+        outputs=[o.object_id for o in job.outputs],
     )
 
 

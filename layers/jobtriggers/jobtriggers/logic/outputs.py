@@ -17,14 +17,19 @@ is written (a broken one is a 422 naming every problem, and nothing is written):
 
 An output without an id gets one derived from the operation and its position, so the same
 completion, sent again, names the same objects. Each object records `was_generated_by` (the job),
-and each assignment of its types carries the chain's lineage (`generated_by`, `root_object_id`,
-`inputs`): the stream record that makes the next job carries it, so the trigger engine reads nothing
-more per job.
+and each assignment of its types carries the chain's lineage: `generated_by` and `root_object_id`
+always, and `inputs` (the chain's objects so far, this completion's included) when its type
+triggers a workflow: the stream record that makes the next job carries them, so the trigger engine
+reads nothing more per job. The inputs are left off the other assignments (NMDC's annotation
+registers 26 outputs, one of which starts the next link: 26 copies of 39 inputs would make the
+transaction six times larger); should a trigger name such a type later, the job made from it
+rebuilds them from its parent job, which keeps its outputs (`Job.outputs`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -135,9 +140,12 @@ def plan_outputs(
     operation_id: str,
     now: str,
     host: str,
-) -> tuple[NewOutput, ...]:
+    triggered_types: Collection[str] | None = None,
+) -> tuple[tuple[NewOutput, ...], list[InputRef]]:
     """The objects and assignments a completion writes, checked against the workflow's declared
-    outputs; ValidationFailed names every output that breaks a rule (and nothing is planned)."""
+    outputs, and the outputs as the next jobs see them (the job keeps them); ValidationFailed names
+    every output that breaks a rule (and nothing is planned). The chain's inputs ride on the
+    assignments of `triggered_types` only (None: on every assignment)."""
     problems: list[dict[str, Any]] = []
     planned: list[tuple[DrsObject, list[str], str | None]] = []
     ids: dict[str, int] = {}
@@ -171,7 +179,7 @@ def plan_outputs(
     if problems:
         raise ValidationFailed(problems)
     lineage = output_lineage(job, [(obj.id, types, name) for obj, types, name in planned])
-    return tuple(
+    writes = tuple(
         NewOutput(
             obj=obj,
             assignments=tuple(
@@ -182,13 +190,14 @@ def plan_outputs(
                     assigned_by=site_id,
                     generated_by=lineage.generated_by,
                     root_object_id=lineage.root_object_id,
-                    inputs=lineage.inputs,
+                    inputs=lineage.inputs if triggered_types is None or type_id in triggered_types else None,
                 )
                 for type_id in types
             ),
         )
         for obj, types, _ in planned
     )
+    return writes, lineage.inputs[len(lineage.inputs) - len(planned) :]
 
 
 def output_lineage(job: Job, outputs: list[tuple[str, list[str], str | None]]) -> Lineage:

@@ -91,6 +91,8 @@ class TriggerSet:
 class JobWriter(Protocol):
     def create(self, job: Job, transition: Transition) -> bool: ...
 
+    def find(self, job_id: str, consistent: bool = True) -> Job | None: ...
+
 
 class TaggedObjects(Protocol):
     def objects_with_type(
@@ -169,12 +171,34 @@ class TriggerEngine:
             logger.debug("job already present", extra=log)
         return job.id, created
 
+    def lineage_of(
+        self, assignment: ObjectTypeAssignment, parents: dict[str, Job | None] | None = None
+    ) -> Lineage:
+        """The lineage of the jobs an assignment makes: what it carries. An output's assignment
+        written without the chain's inputs (its type triggered nothing when the job finished, and a
+        trigger names it now) gets them from its parent job: the parent's inputs and its outputs,
+        one read (kept in `parents` across a backfill's objects)."""
+        if not assignment.lacks_inputs:
+            return assignment.lineage()
+        parent_id = assignment.generated_by or ""
+        cache = parents if parents is not None else {}
+        if parent_id not in cache:
+            cache[parent_id] = self.jobs.find(parent_id)
+        parent = cache[parent_id]
+        lineage = assignment.lineage()
+        if parent is None:
+            return lineage
+        return lineage.model_copy(update={"inputs": [*parent.inputs, *parent.outputs]})
+
     def resolve(self, assignment: ObjectTypeAssignment) -> Resolution:
         """The assignment's jobs. Its lineage comes with it (a completion writes it on the
         assignment, so the stream record carries it): no read beyond the trigger set."""
         out = Resolution()
-        lineage = assignment.lineage()
-        for trigger in self.triggers.triggers_for_object_type(assignment.object_type_id):
+        triggers = self.triggers.triggers_for_object_type(assignment.object_type_id)
+        if not triggers:
+            return out
+        lineage = self.lineage_of(assignment)
+        for trigger in triggers:
             job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at, lineage)
             (out.created if created else out.already_present).append(job_id)
         return out
@@ -205,12 +229,13 @@ class TriggerEngine:
         out = Resolution()
         token: str | None = None
         seen = 0
+        parents: dict[str, Job | None] = {}
         while True:
             object_ids, token = objects.objects_with_type(trigger.object_type_id, page_size, token)
             assignments = objects.assignments_of(trigger.object_type_id, object_ids) if object_ids else {}
             for object_id in object_ids:
                 assignment = assignments.get(object_id)
-                lineage = assignment.lineage() if assignment else None
+                lineage = self.lineage_of(assignment, parents) if assignment else None
                 job_id, created = self.put_job(trigger, object_id, None, lineage)
                 (out.created if created else out.already_present).append(job_id)
             seen += len(object_ids)
