@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import DOCS_DIR, RESULTS_DIR, ROOT, not_measured, progress, quiet_lambda_environment
 
-FIGURES = ("latency", "cost", "claims", "coldstart")
+FIGURES = ("latency", "cost", "claims", "coldstart", "chain")
 # Repetitions of a full run, chosen so that `make bench` ends inside 15 minutes on this 2-core
 # machine; `python -m bench.run --repetitions N` asks for more where there is time.
 REPS = {"latency": 1, "claims": 1}
@@ -28,6 +28,7 @@ REPS = {"latency": 1, "claims": 1}
 
 def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
     """Sizes and repetitions. Full: chosen so that `make bench` ends well inside 15 minutes on 2 cores."""
+    from bench.chain import ChainConfig
     from bench.claims import ClaimsConfig
     from bench.coldstart import ColdStartConfig
     from bench.cost import CostConfig
@@ -39,6 +40,7 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "cost": CostConfig(sizes=(50, 200), new_tags=10, repetitions=1),
             "claims": ClaimsConfig(sites=4, jobs=30, repetitions=1, max_seconds=60),
             "coldstart": ColdStartConfig(repetitions=1, handlers=("api", "trigger_resolver")),
+            "chain": ChainConfig(chains=4, concurrency=2, repetitions=1),
         }
     else:
         chosen = {
@@ -48,6 +50,8 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "claims": ClaimsConfig(sites=16, jobs=1_000, repetitions=REPS["claims"]),
             # 5: the CPU ratios are medians of per-repetition pairs; about a minute in all.
             "coldstart": ColdStartConfig(repetitions=5),
+            # 50 chains of 5 jobs: 200 completion -> next job links beside 50 tag -> job latencies.
+            "chain": ChainConfig(chains=50, concurrency=4, repetitions=1),
         }
     if repetitions:
         chosen = {k: dataclasses.replace(v, repetitions=repetitions) for k, v in chosen.items()}
@@ -67,6 +71,10 @@ def _runner(name: str) -> Callable[[Any], dict[str, Any]]:
         from bench import claims
 
         return claims.run
+    if name == "chain":
+        from bench import chain
+
+        return chain.run
     from bench import coldstart
 
     return coldstart.run
