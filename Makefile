@@ -10,10 +10,11 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: help venv sam-venv run lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
+.PHONY: help venv sam-venv run demo lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
 
 help:
 	@echo "make run        start the local runtime on http://$(HOST):$(PORT) (creates .venv)"
+	@echo "make demo       NMDC's metagenome chain from one tag to a finished MAGs job, drawn live (stops by itself)"
 	@echo "make test       ruff, mypy, the test suite, sam validate --lint and sam build"
 	@echo "make bench      benchmarks -> bench/results/latest.json and docs/benchmarks.md"
 	@echo "make fuzz       schemathesis against the local runtime's API, long (FUZZ_EXAMPLES=300)"
@@ -38,6 +39,11 @@ sam-venv: $(SAM_VENV)/.installed
 
 run: venv
 	$(VENV)/bin/jobtriggers local --host $(HOST) --port $(PORT)
+
+# The local runtime on free ports, one `site work` worker per workflow of NMDC's chain, one tag:
+# the chain drawn live as it runs, then the final tree. Stops by itself (DEMO_TIMEOUT seconds at most).
+demo: venv
+	$(VENV)/bin/jobtriggers demo --timeout $${DEMO_TIMEOUT:-180}
 
 fmt: venv
 	$(VENV)/bin/ruff format layers functions tests bench

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from jobtriggers.board.cli import board as board_command
-from jobtriggers.cli import jobs_tree, local, seed, site_admin, site_jobs, worker
+from jobtriggers.cli import demo, jobs_tree, local, seed, site_admin, site_jobs, worker
 
 app = typer.Typer(
     name="jobtriggers",
@@ -28,4 +28,5 @@ jobs_app.command("tree")(jobs_tree.tree)
 app.add_typer(jobs_app, name="jobs")
 app.command("reconcile")(seed.reconcile)
 app.command("local")(local.local)
+app.command("demo")(demo.demo)
 app.command("board")(board_command)
