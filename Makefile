@@ -12,10 +12,11 @@ PORT ?= 3000
 # The job board beside it: always on 127.0.0.1 (it has no login), whatever HOST says.
 BOARD_PORT ?= 8050
 
-.PHONY: help venv sam-venv run lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
+.PHONY: help venv sam-venv run demo lint typecheck unit test pytest validate build fuzz bench bench-smoke e2e clean fmt
 
 help:
 	@echo "make run        start the local runtime on http://$(HOST):$(PORT), its job board on http://127.0.0.1:$(BOARD_PORT)"
+	@echo "make demo       NMDC's metagenome chain from one tag to a finished MAGs job, drawn live (stops by itself)"
 	@echo "make test       ruff, mypy, the test suite, sam validate --lint and sam build"
 	@echo "make bench      benchmarks -> bench/results/latest.json and docs/benchmarks.md"
 	@echo "make fuzz       schemathesis against the local runtime's API, long (FUZZ_EXAMPLES=300)"
@@ -40,6 +41,11 @@ sam-venv: $(SAM_VENV)/.installed
 
 run: venv
 	$(VENV)/bin/jobtriggers local --host $(HOST) --port $(PORT) --board-port $(BOARD_PORT)
+
+# The local runtime on free ports, one `site work` worker per workflow of NMDC's chain, one tag:
+# the chain drawn live as it runs, then the final tree. Stops by itself (DEMO_TIMEOUT seconds at most).
+demo: venv
+	$(VENV)/bin/jobtriggers demo --timeout $${DEMO_TIMEOUT:-180}
 
 fmt: venv
 	$(VENV)/bin/ruff format layers functions tests bench

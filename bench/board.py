@@ -1,4 +1,4 @@
-"""Figure 5: the job board's first paint with 10,000 jobs, and what one refresh reads.
+"""Figure 6: the job board's first paint with 10,000 jobs, and what one refresh reads.
 
 Setup (bulk, not measured, as the other figures): the template's tables in the embedded moto
 server, the seeded registry, five sites, and N jobs spread over the registry's workflows in every

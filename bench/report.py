@@ -146,6 +146,32 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 rows.append((label, "-", f"not measured: {m.get('reason', '')}"))
     else:
         rows.append(("claim targets", "-", f"not measured: {claims.get('reason', '')}"))
+    chain = results.get("chain", {})
+    if chain.get("measured"):
+        for q in ("p50", "p99"):
+            over = chain["overhead_ms"][q]["median"]
+            rows.append(
+                (
+                    f"completion->next job {q} within 100 ms of tag->job {q} (same run)",
+                    f"{_f(chain['completion_to_job_ms'][q]['median'], 0)} ms vs "
+                    f"{_f(chain['tag_to_job_ms'][q]['median'], 0)} ms ({over:+,.0f} ms)",
+                    _verdict(over <= 100, f"{_f(over - 100, 0)} ms over"),
+                )
+            )
+        view = chain.get("site_view")
+        if view:
+            seen = view["completion_to_claimable_ms"]["p50"]["median"]
+            tag_seen = view["tag_to_claimable_ms"]["p50"]["median"]
+            rows.append(
+                (
+                    "as a site sees it: completion answered -> next job claimable, p50, within 100 ms "
+                    "of tag answered -> job claimable",
+                    f"{_f(seen, 0)} ms vs {_f(tag_seen, 0)} ms ({seen - tag_seen:+,.0f} ms)",
+                    _verdict(seen - tag_seen <= 100, f"{_f(seen - tag_seen - 100, 0)} ms over"),
+                )
+            )
+    else:
+        rows.append(("chain overhead", "-", f"not measured: {chain.get('reason', '')}"))
     cold = results.get("coldstart", {})
     if cold.get("measured"):
         for name, h in sorted(cold["handlers"].items()):
@@ -323,7 +349,7 @@ def _claims_section(claims: dict[str, Any]) -> list[str]:
 
 
 def _board_section(board: dict[str, Any]) -> list[str]:
-    out = ["## 5. The job board: first paint and items read per refresh", ""]
+    out = ["## 6. The job board: first paint and items read per refresh", ""]
     if not board.get("measured"):
         return [*out, f"Not measured: {board.get('reason', '')}", ""]
     cfg, http, as_is = board["config"], board["http"], board["http_moto_as_is"]
@@ -465,6 +491,55 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
     else:
         out.append(f"Layer size not measured: {layer.get('reason', '')}.")
     out += ["", *[f"- {n}" for n in cold.get("notes", [])], ""]
+    return out
+
+
+def _chain_section(chain: dict[str, Any]) -> list[str]:
+    out = ["## 7. Chain overhead", ""]
+    if not chain.get("measured"):
+        return [*out, f"Not measured: {chain.get('reason', '')}", ""]
+    cfg = chain["config"]
+    out += [
+        f"{cfg['chains']} sequencing objects tagged through the local runtime, each running NMDC's "
+        f"metagenome chain (reads QC, assembly and read-based analysis, annotation, MAGs), "
+        f"{cfg['concurrency']} at a time; {_runs(cfg['repetitions'])} on a fresh runtime (poller at "
+        f"{1 / cfg['poll_interval']:.0f} polls/s). A site over HTTP claims each job as soon as it exists "
+        "and completes it with all its declared outputs. Completion -> next job is the next job's "
+        "`created_at` minus its parent's `finished_at`; tag -> job the first job's `created_at` minus "
+        f"its `tagged_at`, all stamped by the service. {chain['jobs_run']:,} jobs run, "
+        f"{chain['outputs_registered']:,} outputs registered, {chain['dead_letters']} dead letters.",
+        "",
+    ]
+    rows = [
+        [
+            q,
+            spread(chain["tag_to_job_ms"][q], 0),
+            spread(chain["completion_to_job_ms"][q], 0),
+            spread(chain["overhead_ms"][q], 0),
+        ]
+        for q in ("p50", "p95", "p99")
+    ]
+    view = chain.get("site_view")
+    if view:
+        for row, q in zip(rows, ("p50", "p95", "p99"), strict=True):
+            row += [
+                spread(view["tag_to_claimable_ms"][q], 0),
+                spread(view["completion_to_claimable_ms"][q], 0),
+            ]
+    out += _table(
+        [
+            "quantile",
+            "tag -> job (ms)",
+            "completion -> next job (ms)",
+            "overhead (ms)",
+            "site's view: tag answered -> claimable (ms)",
+            "site's view: completion answered -> claimable (ms)",
+        ][: len(rows[0]) if rows else 4],
+        rows,
+    )
+    last = chain["runs"][-1]
+    links = ", ".join(f"{k} {_f(v, 0)} ms" for k, v in last["by_link_p50_ms"].items())
+    out += ["", f"Per link (p50, last run): {links}.", "", *[f"- {n}" for n in chain.get("notes", [])], ""]
     return out
 
 
@@ -633,6 +708,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
     out += _filters_section(results.get("filters", {}))
     out += _board_section(results.get("board", {}))
+    out += _chain_section(results.get("chain", {}))
     out += _misses(results)
     notes = results.get("notes", [])
     if notes:

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import DOCS_DIR, RESULTS_DIR, ROOT, not_measured, progress, quiet_lambda_environment
 
-FIGURES = ("latency", "cost", "claims", "coldstart", "filters", "board")
+FIGURES = ("latency", "cost", "claims", "coldstart", "filters", "board", "chain")
 # Repetitions of a full run, chosen so that `make bench` ends inside 15 minutes on this 2-core
 # machine; `python -m bench.run --repetitions N` asks for more where there is time.
 REPS = {"latency": 1, "claims": 1}
@@ -29,6 +29,7 @@ REPS = {"latency": 1, "claims": 1}
 def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
     """Sizes and repetitions. Full: chosen so that `make bench` ends well inside 15 minutes on 2 cores."""
     from bench.board import BoardConfig
+    from bench.chain import ChainConfig
     from bench.claims import ClaimsConfig
     from bench.coldstart import ColdStartConfig
     from bench.cost import CostConfig
@@ -43,6 +44,7 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "coldstart": ColdStartConfig(repetitions=1, handlers=("api", "trigger_resolver")),
             "filters": FiltersConfig(jobs=500, workflows=5, allowed=2, page_size=20),
             "board": BoardConfig(jobs=500, repetitions=2, browser=False),
+            "chain": ChainConfig(chains=4, concurrency=2, repetitions=1),
         }
     else:
         chosen = {
@@ -56,6 +58,8 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             "filters": FiltersConfig(jobs=10_000),
             # 10,000 jobs (the issue's size); 20 page loads, and 5 in Chromium
             "board": BoardConfig(jobs=10_000, repetitions=20, browser=True, browser_repetitions=5),
+            # 50 chains of 5 jobs: 200 completion -> next job links beside 50 tag -> job latencies.
+            "chain": ChainConfig(chains=50, concurrency=4, repetitions=1),
         }
     if repetitions:
         chosen = {k: dataclasses.replace(v, repetitions=repetitions) for k, v in chosen.items()}
@@ -83,6 +87,10 @@ def _runner(name: str) -> Callable[[Any], dict[str, Any]]:
         from bench import board
 
         return board.run
+    if name == "chain":
+        from bench import chain
+
+        return chain.run
     from bench import coldstart
 
     return coldstart.run

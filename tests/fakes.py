@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobtriggers.dal.jobs import JobChange, OperationUpdate
-from jobtriggers.errors import NotFoundError
+from jobtriggers.errors import ConflictError, NotFoundError
 from jobtriggers.models import Job, JobStatus, OperationRecord, Transition
 
 _ELEMENT = re.compile(r"^(\w+)\[(\d+)\]$")
@@ -59,6 +59,8 @@ class FakeJobs:
         # Runs just before a change is checked: lets a test change the job under the caller.
         self.before_apply: Callable[[], None] | None = None
         self.applied = 0
+        # What completions registered (object id -> its NewOutput), as the objects table would hold them.
+        self.objects: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ reads
 
@@ -134,6 +136,9 @@ class FakeJobs:
             return False
         if change.operation is not None and not self.operations.may_update(change.operation):
             return False
+        clash = next((o.obj.id for o in change.outputs if o.obj.id in self.objects), None)
+        if clash is not None:  # the job was as read: the output's own condition failed
+            raise ConflictError(f"output object '{clash}' already exists", object_id=clash)
         updated = copy.deepcopy(current)
         for path, value in change.set.items():
             _set_path(updated, path, value)
@@ -151,6 +156,7 @@ class FakeJobs:
             self.operations.ops[change.new_operation.id] = change.new_operation.model_dump(mode="json")
         if change.operation is not None:
             self.operations.update(change.operation)
+        self.objects.update((o.obj.id, o) for o in change.outputs)
         self.applied += 1
         return True
 

@@ -126,7 +126,8 @@ class FaultInjector:
 
     `operations` limits faults to those API operations (e.g. {"PutItem"}); by default every
     DynamoDB operation may fail. `only_if_body_contains` limits them to requests that mention a
-    string (a sustained fault on one item: rate=1 and the item's key).
+    string, or every one of several (a sustained fault on one item: rate=1 and the item's key).
+    `max_faults` stops injecting after that many (one lost answer of one call: rate=1, max_faults=1).
     Counters: `calls` (seen), `faults` (by kind), `by_operation`.
     """
 
@@ -136,7 +137,8 @@ class FaultInjector:
         seed: int = 0,
         kinds: Sequence[str] = ALL_KINDS,
         operations: set[str] | None = None,
-        only_if_body_contains: str | None = None,
+        only_if_body_contains: str | Sequence[str] | None = None,
+        max_faults: int | None = None,
     ) -> None:
         if not 0 <= rate <= 1:
             raise ValueError("rate is a fraction between 0 and 1")
@@ -146,7 +148,9 @@ class FaultInjector:
         self.rate = rate
         self.kinds = tuple(kinds)
         self.operations = operations
-        self.only_if_body_contains = only_if_body_contains.encode() if only_if_body_contains else None
+        wanted = [only_if_body_contains] if isinstance(only_if_body_contains, str) else only_if_body_contains
+        self.only_if_body_contains = [w.encode() for w in wanted] if wanted else None
+        self.max_faults = max_faults
         self.enabled = True
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -196,7 +200,11 @@ class FaultInjector:
         with self._lock:
             if not self.enabled or (self.operations is not None and operation not in self.operations):
                 return None
-            if self.only_if_body_contains is not None and self.only_if_body_contains not in body:
+            if self.only_if_body_contains is not None and not all(
+                w in body for w in self.only_if_body_contains
+            ):
+                return None
+            if self.max_faults is not None and sum(self.faults.values()) >= self.max_faults:
                 return None
             candidates = [k for k in self.kinds if KINDS[k].hits(operation)]
             if not candidates:

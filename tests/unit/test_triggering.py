@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from jobtriggers.logic.triggering import Resolution, TriggerEngine, assignment_from_stream_record
-from jobtriggers.models import Trigger, job_id_for, job_key, job_key_from_id
+from jobtriggers.models import ObjectTypeAssignment, Trigger, job_id_for, job_key, job_key_from_id
 from tests.fakes import FakeJobs
 
 
@@ -22,8 +22,18 @@ class FakeRegistry:
 
 
 class FakeObjects:
-    def __init__(self, by_type: dict[str, list[str]]) -> None:
+    def __init__(
+        self, by_type: dict[str, list[str]], assignments: dict[str, ObjectTypeAssignment] | None = None
+    ) -> None:
         self.by_type = by_type
+        self.assignments = assignments or {}
+
+    def assignments_of(self, object_type_id: str, object_ids: list[str]) -> dict[str, ObjectTypeAssignment]:
+        return {
+            o: a
+            for o, a in self.assignments.items()
+            if o in object_ids and a.object_type_id == object_type_id
+        }
 
     def objects_with_type(
         self, object_type_id: str, limit: int, page_token: str | None
@@ -68,7 +78,15 @@ def test_insert_makes_one_job_per_triggered_workflow(resolver: tuple[TriggerEngi
     # Then one pending job per workflow exists, with the NMDC shape's fields
     assert sorted(out.created) == sorted([job_id_for("w1", "o1"), job_id_for("w2", "o1")])
     job = jobs.get(job_id_for("w1", "o1"))
-    assert job.status == "pending" and job.config.model_dump() == {"object_id": "o1"}
+    # and the lineage of a plain tag: no parent, its own root, its object its only input
+    assert job.status == "pending" and job.config.model_dump() == {
+        "object_id": "o1",
+        "parent_job_id": None,
+        "root_object_id": "o1",
+        "inputs": [
+            {"object_id": "o1", "types": ["t1"], "output_name": None, "workflow_id": None, "job_id": None}
+        ],
+    }
     assert job.trigger_id == "t1--w1" and job.tagged_at == "2024-01-01T00:00:00.000Z"
     # And each was created by one transition: version 1, the event job.created, by the service
     assert job.version == 1 and jobs.events(job.id) == ["job.created"]

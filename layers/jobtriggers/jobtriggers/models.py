@@ -272,15 +272,98 @@ class DrsObject(DrsObjectIn):
     self_uri: str
     created_by: str | None = Field(default=None, description="the site that registered the object")
     types: list[str] = Field(default_factory=list, description="ids of the object types assigned")
+    was_generated_by: str | None = Field(
+        default=None, description="the job whose completion registered the object (None: POST /objects)"
+    )
+
+
+class OutputObjectIn(DrsObjectIn):
+    """One output of a completion (`PATCH /operations/{id}` with `{"done": true, "result":
+    {"outputs": [...]}}`): a DRS object as POST /objects takes it, the object types it gets, and
+    optionally which declared output of the workflow it is (`output_name`; the DRS `name` is the
+    file's name). Every file output of NMDC's chain shares the type `data_object_set`: the output
+    name is what tells `sr_contig` from `sr_bam` in the next jobs' inputs."""
+
+    types: list[RegistryId] = Field(
+        min_length=1, max_length=16, description="object type ids, each declared by the job's workflow"
+    )
+    output_name: str | None = Field(
+        default=None,
+        pattern=OUTPUT_NAME_PATTERN,
+        description="the declared output this object is (its types must be that output's)",
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _types_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({t for t in value if value.count(t) > 1})
+        if twice:
+            raise ValueError(f"object type {', '.join(repr(t) for t in twice)} is listed twice")
+        return value
+
+
+class InputRef(_Deferred):
+    """One object a chained job may read: the object that triggered it, or an output of one of its
+    ancestors (with the types it got and the declared output it was), so a MAGs job finds the
+    contigs and the annotation without asking."""
+
+    object_id: str
+    types: list[str] = Field(default_factory=list, description="the object types it was assigned")
+    output_name: str | None = Field(
+        default=None, description="the declared output it was registered as (None: tagged from outside)"
+    )
+    workflow_id: str | None = Field(default=None, description="the workflow of the job that made it")
+    job_id: str | None = Field(default=None, description="the job that made it (None: tagged from outside)")
+
+
+class Lineage(_Deferred):
+    """Where an object comes from, as its type assignments carry it to the trigger engine: the job
+    that made it (None for an object tagged from outside), the object its chain started from, and
+    every object of the chain so far (the chain's root and every output of the ancestors)."""
+
+    generated_by: str | None = None
+    # None: made by a job created over the API without an object, which starts no chain; each of
+    # its outputs then starts one of its own.
+    root_object_id: str | None
+    inputs: list[InputRef] = Field(default_factory=list)
 
 
 class ObjectTypeAssignment(_Model):
-    """One object carrying one object type: one item of the object-type table, one stream record."""
+    """One object carrying one object type: one item of the object-type table, one stream record.
+
+    An assignment written by a completion carries the output's lineage (`generated_by`,
+    `root_object_id`, and `inputs` when its type triggers a workflow): the stream record hands it to
+    the trigger engine, so the next job gets its lineage without another read. A tag from outside
+    carries none: its object is a root.
+    """
 
     object_id: str
     object_type_id: str
     assigned_at: str = Field(description="ISO timestamp written by the service")
     assigned_by: str | None = None
+    generated_by: str | None = Field(default=None, description="the job whose output this object is")
+    root_object_id: str | None = Field(default=None, description="the object its chain started from")
+    inputs: list[InputRef] | None = Field(
+        default=None, description="the chain's objects so far, this one included (see InputRef)"
+    )
+
+    @property
+    def lacks_inputs(self) -> bool:
+        """A completion's assignment written without the chain's inputs (its type triggered nothing
+        then): a job made from it rebuilds them from its parent job (`generated_by`)."""
+        return self.generated_by is not None and self.inputs is None
+
+    def lineage(self) -> Lineage:
+        """The lineage a job triggered by this assignment gets: the object's own when a completion
+        registered it; else the object is a chain's root, and its only input."""
+        own = InputRef(object_id=self.object_id, types=[self.object_type_id])
+        if self.generated_by is not None:
+            return Lineage(
+                generated_by=self.generated_by,
+                root_object_id=self.root_object_id or self.object_id,
+                inputs=self.inputs if self.inputs is not None else [own],
+            )
+        return Lineage(generated_by=None, root_object_id=self.object_id, inputs=[own])
 
 
 # --------------------------------------------------------------------------- jobs
@@ -440,6 +523,11 @@ class Job(_Deferred):
         "{code: lease_expired, message} when its holder stopped renewing the lease",
     )
     tagged_at: str | None = Field(default=None, description="when its object got the triggering type")
+    outputs: list[InputRef] = Field(
+        default_factory=list,
+        description="the objects its completion registered, with their types and declared output names "
+        "(as the jobs made from them see them in their inputs)",
+    )
     run: int = Field(default=1, description="1, and one more for each rerun")
     previous_claims: list[Claim] = Field(default_factory=list, description="the claims of earlier runs")
     updated_at: str | None = None
@@ -459,13 +547,21 @@ class Job(_Deferred):
         created_at: str,
         trigger_id: str | None = None,
         tagged_at: str | None = None,
+        lineage: Lineage | None = None,
     ) -> Job:
-        """A new job of `workflow_id` on `object_id`: pending, keyed (workflow, object)."""
+        """A new job of `workflow_id` on `object_id`: pending, keyed (workflow, object). With
+        `lineage` (a trigger's job) its config says where it comes from: `parent_job_id` (the job
+        whose output the object is, or null), `root_object_id` and `inputs`."""
+        config: dict[str, Any] = {"object_id": object_id}
+        if lineage is not None:
+            config["parent_job_id"] = lineage.generated_by
+            config["root_object_id"] = lineage.root_object_id
+            config["inputs"] = [i.model_dump(mode="json") for i in lineage.inputs]
         return cls.model_validate(
             {
                 "id": job_id_for(workflow_id, object_id),
                 "workflow": {"id": workflow_id},
-                "config": {"object_id": object_id},
+                "config": config,
                 "created_at": created_at,
                 "updated_at": created_at,
                 "trigger_id": trigger_id,
@@ -515,6 +611,27 @@ class Job(_Deferred):
             raise ValueError(f"'{self.id}' is not a job id")
         return key
 
+    @property
+    def parent_job_id(self) -> str | None:
+        """The job whose output this job's object is (None: its object was tagged from outside)."""
+        parent = (self.config.model_extra or {}).get("parent_job_id")
+        return parent if isinstance(parent, str) else None
+
+    @property
+    def root_object_id(self) -> str | None:
+        """The object this job's chain started from; a job of a plain tag is its own root. None for
+        a job created over the API without `config.object_id`: it is in no chain."""
+        root = (self.config.model_extra or {}).get("root_object_id")
+        return root if isinstance(root, str) and root else self.config.object_id
+
+    @property
+    def inputs(self) -> list[InputRef]:
+        """What the chain gave this job: its object and every output of its ancestors."""
+        raw = (self.config.model_extra or {}).get("inputs")
+        if not isinstance(raw, list):
+            return [InputRef(object_id=self.config.object_id)] if self.config.object_id else []
+        return [InputRef.model_validate(i) for i in raw if isinstance(i, dict)]
+
     def claim_index(self, op_id: str) -> int | None:
         """Where the claim of operation `op_id` is in `claims` (None: not in this run)."""
         return next((i for i, c in enumerate(self.claims) if c.op_id == op_id), None)
@@ -528,6 +645,106 @@ class Transition(_Deferred):
     at: str
     by: str = Field(description="a site id, `operator:<name>`, or `service`")
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- chains and lineage
+
+
+class ChainJob(_Deferred):
+    """One job of a chain as the lineage read serves it: enough to draw the chain, not the job."""
+
+    id: str
+    workflow_id: str
+    object_id: str | None = Field(default=None, description="null for a job created without one")
+    parent_job_id: str | None = None
+    root_object_id: str | None = Field(default=None, description="null for a job in no chain")
+    status: JobStatus
+    created_at: str
+    finished_at: str | None = None
+    duration_seconds: float | None = Field(
+        default=None, description="from its creation to its end (to now while it is not finished)"
+    )
+    site_id: str | None = None
+    attempts: int = 0
+    outputs: list[str] = Field(default_factory=list, description="ids of the objects it registered")
+
+
+class JobLineage(_Deferred):
+    """GET /jobs/{id}/lineage: where a job comes from and what came of it."""
+
+    job: ChainJob
+    root_object_id: str | None = Field(
+        default=None, description="null for a job created over the API without an object: in no chain"
+    )
+    ancestors: list[ChainJob] = Field(
+        default_factory=list, description="from the job the chain started with down to the job's parent"
+    )
+    descendants: list[ChainJob] = Field(
+        default_factory=list,
+        description="every job made from its outputs and theirs, parents before children "
+        "(parent_job_id nests them)",
+    )
+
+
+class Chain(_Deferred):
+    """Every job of one chain (one root object), oldest first: what `jobtriggers jobs tree` draws."""
+
+    root_object_id: str
+    jobs: list[ChainJob] = Field(default_factory=list)
+
+    def children(self, parent_job_id: str | None) -> list[ChainJob]:
+        """The jobs made from `parent_job_id`'s outputs (None: the jobs of the root object itself,
+        and any whose parent is not in the chain), oldest first."""
+        known = {j.id for j in self.jobs}
+        if parent_job_id is None:
+            return [j for j in self.jobs if j.parent_job_id is None or j.parent_job_id not in known]
+        return [j for j in self.jobs if j.parent_job_id == parent_job_id]
+
+
+class TriggerJobRef(_Deferred):
+    """A job as `GET /objects/{id}/triggers` names it."""
+
+    id: str
+    workflow_id: str
+    status: JobStatus
+    workflow_missing: bool = False
+
+
+class TypeTrigger(_Deferred):
+    """One trigger of one of an object's types, and the job it made (or why there is none)."""
+
+    trigger_id: str | None = Field(description="None: a job no trigger made (POST /jobs)")
+    workflow_id: str
+    workflow_missing: bool = Field(
+        default=False, description="the trigger's workflow is not in the registry: it makes no job"
+    )
+    job: TriggerJobRef | None = None
+    explanation: str
+
+
+class ObjectTypeTriggers(_Deferred):
+    """One type an object carries, and what it triggers."""
+
+    object_type_id: str
+    assigned_at: str | None = None
+    assigned_by: str | None = None
+    in_registry: bool = True
+    triggers: list[TypeTrigger] = Field(default_factory=list)
+    explanation: str | None = Field(default=None, description="set when the type triggers nothing")
+
+
+class ObjectTriggers(_Deferred):
+    """GET /objects/{id}/triggers: for each of the object's types, each trigger and its job; and
+    the object's other jobs, which no current trigger explains (a workflow or trigger removed)."""
+
+    object_id: str
+    was_generated_by: str | None = Field(default=None, description="the job whose output the object is")
+    types: list[ObjectTypeTriggers] = Field(default_factory=list)
+    other_jobs: list[TypeTrigger] = Field(
+        default_factory=list,
+        description="jobs of the object that none of its types' current triggers makes, each explained",
+    )
+    summary: str
 
 
 # --------------------------------------------------------------------------- operations

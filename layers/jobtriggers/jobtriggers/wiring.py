@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jobtriggers.dal.assignments import AssignmentRepository
+    from jobtriggers.dal.chains import ChainRepository
     from jobtriggers.dal.job_events import JobEventsStore
     from jobtriggers.dal.job_views import JobViews
     from jobtriggers.dal.jobs import JobRepository
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from jobtriggers.logic.claims import ClaimService
     from jobtriggers.logic.job_creation import JobCreator
     from jobtriggers.logic.lifecycle import JobSteering
+    from jobtriggers.logic.lineage import LineageService
     from jobtriggers.logic.listing import JobListing, OperationListing
+    from jobtriggers.logic.object_triggers import ObjectTriggersReader
     from jobtriggers.logic.objects import ObjectTagger
     from jobtriggers.logic.tokens import TokenService
     from jobtriggers.logic.triggering import TriggerEngine
@@ -61,7 +64,8 @@ def assignments() -> AssignmentRepository:
 def claim_service() -> ClaimService:
     from jobtriggers.logic.claims import ClaimService
 
-    return ClaimService(jobs(), operations(), registry())
+    registry_repo = registry()
+    return ClaimService(jobs(), operations(), registry_repo, triggers=registry_repo)
 
 
 def job_steering() -> JobSteering:
@@ -113,6 +117,27 @@ def object_tagger() -> ObjectTagger:
     from jobtriggers.logic.objects import ObjectTagger
 
     return ObjectTagger(objects(), assignments(), registry())
+
+
+def chains() -> ChainRepository:
+    from jobtriggers.dal.chains import ChainRepository
+
+    return ChainRepository()
+
+
+def lineage() -> LineageService:
+    """Chains and lineage (GET /jobs/{id}/lineage, `jobtriggers jobs tree`, the board): one Query
+    of the jobs' by_root index per chain."""
+    from jobtriggers.logic.lineage import LineageService
+
+    return LineageService(jobs(), chains())
+
+
+def object_triggers() -> ObjectTriggersReader:
+    """GET /objects/{id}/triggers: an object's types, their triggers and jobs, and why not."""
+    from jobtriggers.logic.object_triggers import ObjectTriggersReader
+
+    return ObjectTriggersReader(objects(), assignments(), registry(), jobs())
 
 
 def token_service() -> TokenService:

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from jobtriggers.api import routes_claims, routes_jobs, routes_objects, routes_operations, routes_registry
+from jobtriggers.api import (
+    routes_claims,
+    routes_jobs,
+    routes_lineage,
+    routes_objects,
+    routes_operations,
+    routes_registry,
+)
 from jobtriggers.api.errors import register_error_handlers
 from jobtriggers.api.resolver import SitesApiResolver
 
@@ -35,6 +42,7 @@ app.include_router(routes_objects.router)
 app.include_router(routes_jobs.router)
 app.include_router(routes_claims.router)
 app.include_router(routes_operations.router)
+app.include_router(routes_lineage.router)
 
 
 @app.get("/health", tags=["service"])

@@ -14,7 +14,7 @@ from jobtriggers.api.params import SITE_TOKEN, ObjectIdPath, RegistryIdPath
 from jobtriggers.dal.assignments import MAX_TYPES_PER_REPLACE
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.objects import object_from_request
-from jobtriggers.models import DrsObject, DrsObjectIn, ObjectType, RegistryId
+from jobtriggers.models import DrsObject, DrsObjectIn, ObjectTriggers, ObjectType, RegistryId
 from jobtriggers.observability import logger
 
 router = Router()
@@ -69,6 +69,15 @@ def get_object(object_id: ObjectIdPath) -> DrsObject:
 def get_object_types(object_id: ObjectIdPath) -> list[ObjectType]:
     require_site_id()
     return _type_records(wiring.object_tagger().current_types(object_id))
+
+
+@router.get("/objects/<object_id>/triggers", tags=["objects"], security=SITE_TOKEN)
+def get_object_triggers(object_id: ObjectIdPath) -> ObjectTriggers:
+    """Why is there (no) job? For each of the object's types, each trigger and its job (id and
+    status) or why there is none; a type that triggers nothing; a workflow no longer in the
+    registry; and the object's jobs that no current trigger explains."""
+    require_site_id()
+    return wiring.object_triggers().explain(object_id)
 
 
 @router.put("/objects/<object_id>/types", tags=["objects"], security=SITE_TOKEN)

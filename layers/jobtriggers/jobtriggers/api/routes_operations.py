@@ -62,7 +62,17 @@ def update_operation(operation_id: OperationIdPath, body: OperationPatch) -> Ope
     finished or fenced off (its lease ended and another claim took the job). `metadata` may be the
     whole metadata just read, with keys added: the service's own keys (job, site_id, attempt,
     lease_expires_at, cancel_requested, cancelled) are accepted unchanged and kept as they are;
-    changing job, site_id or attempt is a 422."""
+    changing job, site_id or attempt is a 422.
+    `done: true` with `result: {"outputs": [...]}` (each a DRS object with its `types`) registers the
+    outputs in the same transaction (docs/architecture.md, "Outputs"); the same completion sent again
+    is 200."""
     sent = body.model_fields_set
-    report = Report(done=body.done, result=body.result, result_sent="result" in sent, metadata=body.metadata)
+    headers = router.current_event.headers
+    report = Report(
+        done=body.done,
+        result=body.result,
+        result_sent="result" in sent,
+        metadata=body.metadata,
+        host=headers.get("Host") or headers.get("host"),
+    )
     return wiring.claim_service().update_operation(operation_id, calling_site(), report).served()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from jobtriggers.board.cli import board as board_command
-from jobtriggers.cli import jobs, local, seed, site_admin, site_jobs, worker
+from jobtriggers.cli import demo, jobs, jobs_tree, local, seed, site_admin, site_jobs, worker
 
 app = typer.Typer(
     name="jobtriggers",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(seed.app, name="seed")
 app.add_typer(site_admin.app, name="sites")
+jobs.app.command("tree")(jobs_tree.tree)
 app.add_typer(jobs.app, name="jobs")
 site_jobs.app.command("work", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     worker.work
@@ -25,4 +26,5 @@ site_jobs.app.command("work", context_settings={"allow_extra_args": True, "ignor
 app.add_typer(site_jobs.app, name="site")
 app.command("reconcile")(seed.reconcile)
 app.command("local")(local.local)
+app.command("demo")(demo.demo)
 app.command("board")(board_command)

@@ -36,7 +36,7 @@ import typer
 
 from jobtriggers.cli.common import err_console, fail
 from jobtriggers.cli.site_jobs import SECRET_ENV, api_fail, site_client
-from jobtriggers.client import Conflict, PayloadTooLarge, SiteApiError, SiteClient
+from jobtriggers.client import Conflict, Invalid, PayloadTooLarge, SiteApiError, SiteClient
 from jobtriggers.models import Operation
 
 STDERR_TAIL_CHARS = 4000
@@ -58,6 +58,18 @@ def last_json_object(stdout: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+def readable_detail(detail: Any) -> str:
+    """An API error's detail for people: a 422's list of {loc, msg} as `field: message; ...`."""
+    if isinstance(detail, list) and all(isinstance(d, dict) and "msg" in d for d in detail):
+        return "; ".join(
+            ".".join(str(p) for p in d.get("loc", [])[1:]) + f": {d['msg']}"
+            if d.get("loc")
+            else str(d["msg"])
+            for d in detail
+        )
+    return str(detail)
 
 
 def error_result(returncode: int, stderr: str) -> dict[str, Any]:
@@ -271,8 +283,13 @@ def run_one(
         result = last_json_object("".join(out_lines))
         try:
             api.complete(op.id, result)
-        except PayloadTooLarge as exc:
-            result = {"code": "result_too_large", "message": str(exc.detail)}
+        except (PayloadTooLarge, Invalid, Conflict) as exc:
+            if isinstance(exc, Conflict) and api.get_operation(op.id).done:
+                raise  # the job moved on without us (its lease ended): nothing left to report
+            # The API refused the result (too large, outputs it cannot register): the attempt failed.
+            code = "result_too_large" if isinstance(exc, PayloadTooLarge) else "result_rejected"
+            result = {"code": code, "message": readable_detail(exc.detail)}
+            err_console.print(f"[red]the API refused job {job_id}'s result:[/red] {result['message']}")
             api.fail(op.id, result["code"], result["message"])
             return RunOutcome(job_id, op.id, "error", seconds, result)
         return RunOutcome(job_id, op.id, "done", seconds, result)

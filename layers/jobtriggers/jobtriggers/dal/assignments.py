@@ -6,9 +6,12 @@ assignment that exists is a no-op, and removing one that is gone is too.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from jobtriggers.dal.dynamo import to_item, transact
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobtriggers.dal.dynamo import dynamodb, from_item, raise_store_error, to_item, transact
 from jobtriggers.dal.objects import object_pk
 from jobtriggers.dal.pages import query_all, query_page
 from jobtriggers.errors import ConflictError, NotFoundError
@@ -17,6 +20,20 @@ from jobtriggers.settings import table_names
 
 # A transaction holds at most 100 actions; one is the object's existence check.
 MAX_TYPES_PER_REPLACE = 99
+# BatchGetItem reads at most 100 keys a call.
+BATCH_GET_KEYS = 100
+
+
+def assignment_put(assignment: ObjectTypeAssignment, table: str) -> dict[str, Any]:
+    """The transaction item that writes one assignment, only if absent: a retried write never makes
+    a second INSERT record (the stream's, which makes jobs). Lineage fields ride on the item."""
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": to_item(assignment.model_dump(mode="json")),
+            "ConditionExpression": "attribute_not_exists(object_id)",
+        }
+    }
 
 
 class AssignmentRepository:
@@ -48,6 +65,33 @@ class AssignmentRepository:
         )
         return [i["object_id"] for i in items], token
 
+    def assignments_of(self, object_type_id: str, object_ids: list[str]) -> dict[str, ObjectTypeAssignment]:
+        """The assignments of one type to these objects, by object id (BatchGetItem, 100 keys a
+        call; strongly consistent): what a backfill needs to give each job its lineage, since the
+        type index it pages through holds keys only."""
+        found: dict[str, ObjectTypeAssignment] = {}
+        unique = sorted(set(object_ids))
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            keys = [
+                to_item({"object_id": o, "object_type_id": object_type_id})
+                for o in unique[start : start + BATCH_GET_KEYS]
+            ]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            pause = 0.05
+            while request:
+                try:
+                    resp = dynamodb().batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise_store_error(exc, f"read assignments of object type {object_type_id}")
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    assignment = ObjectTypeAssignment.model_validate(from_item(item))
+                    found[assignment.object_id] = assignment
+                request = resp.get("UnprocessedKeys") or {}
+                if request:  # throttled in part: back off before asking for the rest
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+        return found
+
     def _object_exists_check(self, object_id: str) -> dict[str, Any]:
         return {
             "ConditionCheck": {
@@ -61,13 +105,7 @@ class AssignmentRepository:
         item = ObjectTypeAssignment(
             object_id=object_id, object_type_id=type_id, assigned_at=now, assigned_by=by
         )
-        return {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item(item.model_dump()),
-                "ConditionExpression": "attribute_not_exists(object_id)",
-            }
-        }
+        return assignment_put(item, self.table)
 
     def _delete(self, object_id: str, type_id: str) -> dict[str, Any]:
         return {

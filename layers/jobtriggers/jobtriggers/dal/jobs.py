@@ -27,7 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from jobtriggers.dal.assignments import assignment_put
 from jobtriggers.dal.dynamo import Expression, get_item, put_if_absent, to_item, transact
+from jobtriggers.dal.objects import object_conflict, object_puts
 from jobtriggers.dal.operations import operation_item, site_done
 from jobtriggers.dal.pages import (
     PageStats,
@@ -40,11 +42,13 @@ from jobtriggers.dal.pages import (
     fingerprint,
     query_page,
 )
-from jobtriggers.errors import BadRequestError, NotFoundError, ValidationFailed
+from jobtriggers.errors import BadRequestError, ConflictError, NotFoundError, ValidationFailed
 from jobtriggers.models import (
     Claim,
+    DrsObject,
     Job,
     JobStatus,
+    ObjectTypeAssignment,
     OperationRecord,
     Transition,
     job_key_from_id,
@@ -63,8 +67,11 @@ _STORAGE_ONLY = (
     "queue_at",
     "workflow_id",
     "object_id",
+    "root_object_id",
     "transition",
 )
+# DynamoDB's bound on the actions of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
 
 
 # --------------------------------------------------------------------------- encoding
@@ -87,6 +94,8 @@ def job_item(job: Job, transition: Transition | None = None) -> dict[str, Any]:
         "workflow_status": f"{workflow_id}#{job.status}",
         "listing": "job",
         "queue_at": _queue_at(job.status, job.lease_expires_at, job.updated_at or job.created_at),
+        # by_root: every job of a chain in one Query (a job of a plain tag is its own root)
+        "root_object_id": job.root_object_id,
     }
     item.pop("workflow", None)
     if transition is not None:
@@ -118,6 +127,20 @@ class OperationUpdate:
 
 
 @dataclass(frozen=True)
+class NewOutput:
+    """An object a completion registers, and the assignments of its types (which carry its
+    lineage to the trigger engine): put in the job's transaction, each item only if absent."""
+
+    obj: DrsObject
+    assignments: tuple[ObjectTypeAssignment, ...]
+
+    @property
+    def item_count(self) -> int:
+        """Its items in the transaction: the object, one guard per checksum, one per type."""
+        return 1 + len(self.obj.checksums) + len(self.assignments)
+
+
+@dataclass(frozen=True)
 class JobChange:
     """One change of one job: applied in one transaction, or not at all when the stored job no
     longer has every value in `expect` (None there: the attribute must be absent).
@@ -125,6 +148,7 @@ class JobChange:
     `set` takes Job field names (paths such as ("claims[2]", "done") reach into lists); `increment`
     adds to numbers; `append_claims` adds claims; a `transition` (every change but a heartbeat)
     adds one to `version`. `new_operation` is put with it (it must not exist), `operation` updated.
+    `outputs` (a completion's) are created with it: all of it happens, or none.
     """
 
     job: Job  # as the caller read it: its key and workflow
@@ -136,9 +160,17 @@ class JobChange:
     transition: Transition | None = None
     new_operation: OperationRecord | None = None
     operation: OperationUpdate | None = None
+    outputs: tuple[NewOutput, ...] = ()
     # The change carries what a site sent (a result, metadata): a value the store cannot keep is
     # the site's to fix (422), not a fault.
     site_data: bool = False
+
+    @property
+    def item_count(self) -> int:
+        """The actions of its transaction: the job, its operation(s), and each output's items.
+        DynamoDB takes at most MAX_TRANSACTION_ITEMS."""
+        own = 1 + (self.new_operation is not None) + (self.operation is not None)
+        return own + sum(o.item_count for o in self.outputs)
 
 
 def _plain(value: Any) -> Any:
@@ -227,9 +259,26 @@ def _operation_update(update: OperationUpdate, table: str) -> dict[str, Any]:
 
 
 class JobRepository:
-    def __init__(self, table_name: str | None = None, operations_table: str | None = None) -> None:
+    def __init__(
+        self,
+        table_name: str | None = None,
+        operations_table: str | None = None,
+        objects_table: str | None = None,
+        object_types_table: str | None = None,
+    ) -> None:
         self.table = table_name or table_names().jobs_table
         self.operations_table = operations_table or table_names().operations_table
+        # Only a completion with outputs writes these: looked up when one does.
+        self._objects_table = objects_table
+        self._object_types_table = object_types_table
+
+    @property
+    def objects_table(self) -> str:
+        return self._objects_table or table_names().objects_table
+
+    @property
+    def object_types_table(self) -> str:
+        return self._object_types_table or table_names().object_types_table
 
     # ------------------------------------------------------------------ reads
 
@@ -395,7 +444,9 @@ class JobRepository:
 
     def apply(self, change: JobChange) -> bool:
         """Run `change` as one transaction; False when the job (or its operation) is no longer as
-        the caller read it."""
+        the caller read it. Its outputs are created with it: when the job was as read but an output
+        clashes (its id exists, or another object has one of its checksums) nothing is written and
+        ConflictError names it."""
         try:
             items = [_job_update(change, self.table)]
             if change.new_operation is not None:
@@ -410,6 +461,12 @@ class JobRepository:
                 )
             if change.operation is not None:
                 items.append(_operation_update(change.operation, self.operations_table))
+            own_items = len(items)
+            starts: list[int] = []
+            for output in change.outputs:
+                starts.append(len(items))
+                items += object_puts(output.obj, self.objects_table)
+                items += [assignment_put(a, self.object_types_table) for a in output.assignments]
         except (TypeError, ArithmeticError) as exc:  # NaN, and numbers beyond 38 digits
             if not change.site_data:
                 raise
@@ -418,7 +475,17 @@ class JobRepository:
                 "of at most 38 significant digits, or strings",
                 loc=["body"],
             ) from exc
-        return bool(transact(items, action=f"change job {change.job.id}", site_data=change.site_data))
+        done = transact(items, action=f"change job {change.job.id}", site_data=change.site_data)
+        if done or not change.outputs or any(done.failed_at(i) for i in range(own_items)):
+            return bool(done)
+        # The job was as read: an output clashed with what the store has.
+        for output, start in zip(change.outputs, starts, strict=True):
+            conflict = object_conflict(output.obj, done, start, self.objects_table, what="output object")
+            if conflict is not None:
+                raise conflict
+        raise ConflictError(
+            f"an output of job {change.job.id} changed concurrently (its object or a type assignment); retry"
+        )
 
 
 @dataclass(frozen=True)

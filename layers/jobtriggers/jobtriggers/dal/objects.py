@@ -53,6 +53,32 @@ def object_puts(obj: DrsObject, table: str) -> list[dict[str, Any]]:
     return puts
 
 
+def object_conflict(
+    obj: DrsObject, cancelled: Transacted, offset: int, table: str, what: str = "object"
+) -> ConflictError | None:
+    """The 409 naming what clashed when the items of `object_puts(obj)`, from position `offset` of
+    a cancelled transaction, failed their conditions: the object id that exists already, or the
+    checksum another object (named) carries. None when none of them failed."""
+    if cancelled.failed_at(offset):
+        return ConflictError(f"{what} '{obj.id}' already exists", object_id=obj.id)
+    for position, checksum in enumerate(obj.checksums, start=offset + 1):
+        if not cancelled.failed_at(position):
+            continue
+        old = cancelled.old_items[position] if position < len(cancelled.old_items) else None
+        owner = (old or {}).get("object_id") or _checksum_owner(checksum, table)
+        return ConflictError(
+            f"checksum {checksum.type}:{checksum.checksum} of {what} '{obj.id}' belongs to object "
+            f"'{owner}' already",
+            object_id=owner,
+        )
+    return None
+
+
+def _checksum_owner(checksum: Checksum, table: str) -> str | None:
+    guard = get_item(table, {"pk": checksum_pk(checksum)}, "read a checksum guard")
+    return guard.get("object_id") if guard else None
+
+
 class ObjectRepository:
     def __init__(self, table_name: str | None = None) -> None:
         self.table = table_name or table_names().objects_table
@@ -69,22 +95,10 @@ class ObjectRepository:
 
     def _raise_conflict(self, obj: DrsObject, cancelled: Transacted) -> None:
         """Turn the transaction's cancellation reasons into a 409 that names what clashed."""
-        if cancelled.failed_at(0):
-            raise ConflictError(f"object '{obj.id}' already exists", object_id=obj.id)
-        for position, checksum in enumerate(obj.checksums, start=1):
-            if not cancelled.failed_at(position):
-                continue
-            old = cancelled.old_items[position] if position < len(cancelled.old_items) else None
-            owner = (old or {}).get("object_id") or self._checksum_owner(checksum)
-            raise ConflictError(
-                f"checksum {checksum.type}:{checksum.checksum} belongs to object '{owner}' already",
-                object_id=owner,
-            )
-        raise ConflictError(f"object '{obj.id}' or one of its checksums changed concurrently; retry")
-
-    def _checksum_owner(self, checksum: Checksum) -> str | None:
-        guard = get_item(self.table, {"pk": checksum_pk(checksum)}, "read a checksum guard")
-        return guard.get("object_id") if guard else None
+        conflict = object_conflict(obj, cancelled, 0, self.table)
+        raise conflict or ConflictError(
+            f"object '{obj.id}' or one of its checksums changed concurrently; retry"
+        )
 
     def get(self, object_id: str) -> DrsObject:
         item = get_item(self.table, {"pk": object_pk(object_id)}, f"read object {object_id}")

@@ -20,6 +20,7 @@ import base64
 import fnmatch
 import json
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -454,6 +455,14 @@ class Gateway:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up before its answer was written (a worker stopped while it waited)
+        # is the client's doing, not a fault here: a DEBUG line, not a traceback on the terminal.
+        if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            log.debug("client %s went away before its answer was written", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from jobtriggers.dal.jobs import JobChange, OperationUpdate, Queue
+from jobtriggers.dal.jobs import JobChange, NewOutput, OperationUpdate, Queue
 from jobtriggers.errors import (
     ConflictError,
     ForbiddenError,
@@ -48,14 +48,17 @@ from jobtriggers.errors import (
     PayloadTooLargeError,
     ValidationFailed,
 )
+from jobtriggers.logic.outputs import check_transaction_size, outputs_in, parse_outputs, plan_outputs
 from jobtriggers.models import (
     FINISHED,
     Claim,
+    InputRef,
     Job,
     JobEventType,
     JobStatus,
     OperationRecord,
     Transition,
+    Trigger,
     Workflow,
     iso,
     utcnow,
@@ -113,6 +116,10 @@ class OperationStore(Protocol):
     def get(self, op_id: str) -> OperationRecord | None: ...
 
 
+class TriggerSource(Protocol):
+    def all_triggers(self) -> list[Trigger]: ...
+
+
 class WorkflowLookup(Protocol):
     def workflow(self, workflow_id: str) -> Workflow: ...
 
@@ -143,6 +150,8 @@ class Report:
     result: Any = None
     result_sent: bool = False
     metadata: dict[str, Any] | None = None
+    # The API's host as the site called it: the `self_uri` (drs://host/id) of objects a completion registers.
+    host: str | None = None
 
 
 @dataclass
@@ -237,10 +246,14 @@ class ClaimService:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        triggers: TriggerSource | None = None,
     ) -> None:
         self.jobs = jobs
         self.operations = operations
         self.workflows = workflows
+        # Which output types start a next job now (their assignments carry the chain's inputs);
+        # None: every assignment carries them.
+        self.triggers = triggers
         self.clock = clock
         self.rng = rng or random.Random()
         self.new_id = new_id
@@ -628,6 +641,10 @@ class ClaimService:
                 'a result ends the operation: send it with "done": true', loc=["body", "result"]
             )
         if op.done:
+            if _repeats_report(op, report):
+                # Sent again after it went through (its answer was lost): the same answer, nothing redone.
+                logger.info("report repeated; it was applied already", extra={"operation_id": op_id})
+                return op
             raise ConflictError(_finished_message(op))
         now = self.clock()
         job = _job_of(op)
@@ -676,6 +693,11 @@ class ClaimService:
             updates["result"] = report.result
         if error is not None:
             updates["last_error"] = error
+        outputs: tuple[NewOutput, ...] = ()
+        raw_outputs = outputs_in(report.result) if status == JobStatus.done else None
+        if raw_outputs is not None:
+            outputs, made = self._plan_outputs(job, op, site, raw_outputs, iso(now), report.host)
+            updates["outputs"] = [m.model_dump(mode="json") for m in made]
         op_updates.update({"done": True, "result": report.result})
         change = JobChange(
             job=job,
@@ -690,16 +712,23 @@ class ClaimService:
                 details={"operation_id": op_id, "attempt": op.attempt},
             ),
             operation=OperationUpdate(op_id=op_id, site_id=site.id, set=op_updates, live_holder=True),
+            outputs=outputs,
             site_data=True,
         )
+        check_transaction_size(change.item_count, outputs)
         if not self.jobs.apply(change):
             if self._cancel_asked_since(op_id, cancel_requested):
                 return self.update_operation(op_id, site, report)  # decide again, on the cancel
+            now_op = self.operations.get(op_id)
+            if now_op is not None and now_op.done and _repeats_report(now_op, report):
+                return now_op  # the same report, sent twice at once: the other one went through
             raise ConflictError(self._fenced_message(op_id))
         log = {"job_id": job.id, "operation_id": op_id, "site_id": site.id}
         if status == JobStatus.done:
             _count("JobsDone")
-            logger.info("job done", extra=log)
+            if outputs:
+                metrics.add_metric(name="OutputsRegistered", unit=MetricUnit.Count, value=len(outputs))
+            logger.info("job done", extra={**log, "outputs": len(outputs)})
         elif status == JobStatus.pending:
             _count("JobsRetried")
             logger.info("job failed this attempt and is pending again", extra={**log, "error": error})
@@ -710,6 +739,38 @@ class ClaimService:
             _count("JobsFailed")
             logger.info("job failed for good", extra={**log, "error": error})
         return self.own_operation(op_id, site)
+
+    def _plan_outputs(
+        self,
+        job: Job,
+        op: OperationRecord,
+        site: SiteRef,
+        raw: list[dict[str, Any]],
+        now: str,
+        host: str | None,
+    ) -> tuple[tuple[NewOutput, ...], list[InputRef]]:
+        """The outputs a successful report registers, checked against the workflow's declaration."""
+        try:
+            workflow = self.workflows.workflow(job.workflow_id)
+        except NotFoundError:
+            raise ValidationFailed(
+                f"workflow '{job.workflow_id}' is no longer in the registry, so its outputs cannot be "
+                "checked against its declaration: report done without outputs, or register them with "
+                "POST /objects",
+                loc=["body", "result", "outputs"],
+            ) from None
+        return plan_outputs(
+            job,
+            workflow,
+            parse_outputs(raw),
+            site_id=site.id,
+            operation_id=op.id,
+            now=now,
+            host=host or "localhost",
+            triggered_types=None
+            if self.triggers is None
+            else {t.object_type_id for t in self.triggers.all_triggers()},
+        )
 
     def release(self, job_id: str, site: SiteRef) -> OperationRecord:
         """POST /jobs/{id}:release: the holder gives the job back; its operation ends cancelled."""
@@ -834,6 +895,19 @@ def _not_claimable_message(job: Job) -> str:
     if job.status in FINISHED:
         message += "; an operator may rerun it (jobtriggers jobs rerun)"
     return message
+
+
+def _repeats_report(op: OperationRecord, report: Report) -> bool:
+    """Is `report` the one that finished `op`, sent again? A finishing report whose result is the
+    one the operation keeps, on an operation its holder finished (not released, not expired)."""
+    expired = isinstance(op.result, dict) and op.result.get("code") == LEASE_EXPIRED
+    return (
+        report.done is True
+        and op.done
+        and not expired
+        and not op.metadata.get("cancelled")
+        and op.result == report.result
+    )
 
 
 def _finished_message(op: OperationRecord) -> str:

@@ -25,6 +25,7 @@ from jobtriggers.logic.stream_batch import OrderedBatchResult
 from jobtriggers.models import (
     Job,
     JobEventType,
+    Lineage,
     ObjectTypeAssignment,
     Transition,
     Trigger,
@@ -90,11 +91,17 @@ class TriggerSet:
 class JobWriter(Protocol):
     def create(self, job: Job, transition: Transition) -> bool: ...
 
+    def find(self, job_id: str, consistent: bool = True) -> Job | None: ...
+
 
 class TaggedObjects(Protocol):
     def objects_with_type(
         self, object_type_id: str, limit: int, page_token: str | None
     ) -> tuple[list[str], str | None]: ...
+
+    def assignments_of(
+        self, object_type_id: str, object_ids: list[str]
+    ) -> dict[str, ObjectTypeAssignment]: ...
 
 
 @dataclass
@@ -131,14 +138,26 @@ class TriggerEngine:
         self.jobs = jobs
         self.clock = clock
 
-    def put_job(self, trigger: Trigger, object_id: str, tagged_at: str | None) -> tuple[str, bool]:
+    def put_job(
+        self, trigger: Trigger, object_id: str, tagged_at: str | None, lineage: Lineage | None = None
+    ) -> tuple[str, bool]:
+        """Put the trigger's job for `object_id`, unless it exists. `lineage` is the object's (what
+        its assignment carries); without one the object is the root of its chain."""
         now = iso(self.clock())
-        job = Job.new(trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at)
+        lineage = (
+            lineage
+            or ObjectTypeAssignment(
+                object_id=object_id, object_type_id=trigger.object_type_id, assigned_at=tagged_at or now
+            ).lineage()
+        )
+        job = Job.new(
+            trigger.workflow_id, object_id, now, trigger_id=trigger.id, tagged_at=tagged_at, lineage=lineage
+        )
+        details: dict[str, Any] = {"trigger_id": trigger.id}
+        if lineage.generated_by:
+            details["parent_job_id"] = lineage.generated_by
         created = self.jobs.create(
-            job,
-            Transition(
-                events=[JobEventType.created], at=now, by="service", details={"trigger_id": trigger.id}
-            ),
+            job, Transition(events=[JobEventType.created], at=now, by="service", details=details)
         )
         log = {
             "job_id": job.id,
@@ -152,10 +171,35 @@ class TriggerEngine:
             logger.debug("job already present", extra=log)
         return job.id, created
 
+    def lineage_of(
+        self, assignment: ObjectTypeAssignment, parents: dict[str, Job | None] | None = None
+    ) -> Lineage:
+        """The lineage of the jobs an assignment makes: what it carries. An output's assignment
+        written without the chain's inputs (its type triggered nothing when the job finished, and a
+        trigger names it now) gets them from its parent job: the parent's inputs and its outputs,
+        one read (kept in `parents` across a backfill's objects)."""
+        if not assignment.lacks_inputs:
+            return assignment.lineage()
+        parent_id = assignment.generated_by or ""
+        cache = parents if parents is not None else {}
+        if parent_id not in cache:
+            cache[parent_id] = self.jobs.find(parent_id)
+        parent = cache[parent_id]
+        lineage = assignment.lineage()
+        if parent is None:
+            return lineage
+        return lineage.model_copy(update={"inputs": [*parent.inputs, *parent.outputs]})
+
     def resolve(self, assignment: ObjectTypeAssignment) -> Resolution:
+        """The assignment's jobs. Its lineage comes with it (a completion writes it on the
+        assignment, so the stream record carries it): no read beyond the trigger set."""
         out = Resolution()
-        for trigger in self.triggers.triggers_for_object_type(assignment.object_type_id):
-            job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at)
+        triggers = self.triggers.triggers_for_object_type(assignment.object_type_id)
+        if not triggers:
+            return out
+        lineage = self.lineage_of(assignment)
+        for trigger in triggers:
+            job_id, created = self.put_job(trigger, assignment.object_id, assignment.assigned_at, lineage)
             (out.created if created else out.already_present).append(job_id)
         return out
 
@@ -178,15 +222,21 @@ class TriggerEngine:
         """Jobs for objects that carried the trigger's type before the trigger existed.
 
         Reads the object-type index a page at a time (a Query, never a Scan); each put is
-        conditional, so running it twice, or beside the stream, makes nothing twice.
+        conditional, so running it twice, or beside the stream, makes nothing twice. The index holds
+        keys only, so each page's assignments are read (BatchGetItem) for their lineage: a job a
+        backfill or a reconcile makes for a chain's output knows its chain as the stream's would.
         """
         out = Resolution()
         token: str | None = None
         seen = 0
+        parents: dict[str, Job | None] = {}
         while True:
             object_ids, token = objects.objects_with_type(trigger.object_type_id, page_size, token)
+            assignments = objects.assignments_of(trigger.object_type_id, object_ids) if object_ids else {}
             for object_id in object_ids:
-                job_id, created = self.put_job(trigger, object_id, None)
+                assignment = assignments.get(object_id)
+                lineage = self.lineage_of(assignment, parents) if assignment else None
+                job_id, created = self.put_job(trigger, object_id, None, lineage)
                 (out.created if created else out.already_present).append(job_id)
             seen += len(object_ids)
             if progress:
