@@ -284,3 +284,40 @@ def test_each_wrong_field_of_each_output_is_named(
     assert status == 422, body
     locs = sorted(tuple(p["loc"]) for p in body["detail"])
     assert locs == [("body", "result", "outputs", 0, "types"), ("body", "result", "outputs", 3, "checksums")]
+
+
+def test_a_job_created_without_an_object_registers_outputs_that_start_chains_of_their_own(
+    api: ApiCaller, site: str
+) -> None:
+    # Given a reads QC job created over the API with no config.object_id (NMDC's scheduler's way),
+    # claimed by the site that made it
+    from jobtriggers.dal.sites import SiteRepository
+
+    SiteRepository().set_can_create_jobs(site, True)
+    status, created = api(
+        "POST",
+        "/jobs",
+        body={"workflow": {"id": "readqc-1.0.6"}, "config": {"run": unique("r")}},
+        site_id=site,
+    )
+    assert status == 201, created
+    job = JobRepository().get(created["id"])
+    assert job.object_id is None and job.root_object_id is None and job.inputs == []
+    op = claimed_operation(api, job, site)
+    # When it completes with its declared outputs
+    outputs = outputs_of("readqc-1.0.6", job, op)
+    status, body = complete(api, op["id"], site, {"outputs": outputs})
+    # Then they are registered as the job's, and their assignments name it but no chain root
+    # (a job made from one is its own chain's root, its parent_job_id this job)
+    assert status == 200, body
+    done = JobRepository().get(job.id)
+    assert done.status == "done" and len(done.outputs) == len(outputs)
+    [record] = AssignmentRepository().types_of(done.outputs[0].object_id)
+    assert record.generated_by == job.id and record.root_object_id is None
+    lineage = record.lineage()
+    assert lineage.root_object_id == record.object_id and lineage.generated_by == job.id
+    # And the job's lineage is itself alone, not an error
+    status, body = api("GET", "/jobs/{job_id}/lineage", {"job_id": job.id}, site_id=site)
+    assert status == 200, body
+    assert body["root_object_id"] is None and body["ancestors"] == [] and body["descendants"] == []
+    assert body["job"]["id"] == job.id and body["job"]["object_id"] is None
