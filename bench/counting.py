@@ -57,17 +57,13 @@ class Counts:
 
 
 def _items_read(operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> int:
-    if operation in ("Query", "Scan"):
-        return int(parsed.get("ScannedCount", parsed.get("Count", 0)))
-    if operation == "GetItem":
-        return 1 if "Item" in parsed else 0
-    if operation == "BatchGetItem":
-        return sum(len(v) for v in parsed.get("Responses", {}).values())
-    if operation == "TransactGetItems":
-        return len(parsed.get("Responses", []))
-    if operation == "TransactWriteItems":
+    """As the board's tally counts reads (jobtriggers.dal.read_tally), plus what a transaction's
+    condition checks read, which the benchmark's write figures need."""
+    from jobtriggers.dal.read_tally import items_read
+
+    if operation == "TransactWriteItems" and "Error" not in parsed:
         return sum(1 for action in params.get("TransactItems", []) if "ConditionCheck" in action)
-    return 0
+    return items_read(operation, parsed)
 
 
 def _items_written(operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> int:

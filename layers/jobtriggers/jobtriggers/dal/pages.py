@@ -40,6 +40,20 @@ _NOT_OURS = "page_token is not one this API issued; start again without it"
 _MAX_KEY_ATTRIBUTES = 4
 
 
+def _query(kwargs: dict[str, Any], from_a_token: bool, action: str) -> Any:
+    """One Query; store errors mapped (errors.py)."""
+    try:
+        return dynamodb().query(**kwargs)
+    except ClientError as exc:
+        # An edited token whose key still has the right shapes but not this index's attributes
+        # (or a sort key over 1024 bytes): DynamoDB refuses the start key, and it is the token's fault.
+        if from_a_token and error_code(exc) == "ValidationException":
+            raise BadRequestError(_NOT_OURS) from exc
+        raise_store_error(exc, action)
+    except BotoCoreError as exc:
+        raise_store_error(exc, action)
+
+
 def _is_key_value(value: Any) -> bool:
     """A string or number key attribute value DynamoDB can take (keys over 2048 bytes it refuses)."""
     if not isinstance(value, dict) or len(value) != 1:
@@ -159,16 +173,7 @@ def query_page(
     start = _start_key(page_token, fp)
     if start:
         kwargs["ExclusiveStartKey"] = start
-    try:
-        resp = dynamodb().query(**kwargs)
-    except ClientError as exc:
-        # An edited token whose key still has the right shapes but not this index's attributes
-        # (or a sort key over 1024 bytes): DynamoDB refuses the start key, and it is the token's fault.
-        if start and error_code(exc) == "ValidationException":
-            raise BadRequestError(_NOT_OURS) from exc
-        raise_store_error(exc, action)
-    except BotoCoreError as exc:
-        raise_store_error(exc, action)
+    resp = _query(kwargs, bool(start), action)
     items = [from_item(i) for i in resp.get("Items", [])]
     return items, encode_page_token(resp.get("LastEvaluatedKey"), fp)
 
@@ -358,14 +363,7 @@ def _query_chunk(
         kwargs["ExpressionAttributeNames"] = dict(partition.names)
     if start:
         kwargs["ExclusiveStartKey"] = dict(start)
-    try:
-        resp = dynamodb().query(**kwargs)
-    except ClientError as exc:
-        if start and error_code(exc) == "ValidationException":
-            raise BadRequestError(_NOT_OURS) from exc
-        raise_store_error(exc, action)
-    except BotoCoreError as exc:
-        raise_store_error(exc, action)
+    resp = _query(kwargs, bool(start), action)
     raw = resp.get("Items", [])
     return (
         [from_item(i) for i in raw],
