@@ -185,3 +185,43 @@ def test_heartbeats_keep_their_pace_when_answers_are_slow() -> None:
     assert len(starts) >= 4, starts
     assert all(0.9 <= g <= 1.2 for g in gaps), gaps
     assert not stopped.is_set()
+
+
+class StoppedWhileReporting(Api):
+    """An API whose answer to the report comes with a SIGTERM to this process: the batch system (or a
+    test) stopping the worker between the job's completion and the worker printing it."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = super().__call__(request)
+        if request.method == "PATCH" and json.loads(request.content or b"{}").get("done"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs at the main thread's next instruction
+        return response
+
+
+def test_a_stop_asked_for_while_a_result_is_reported_waits_until_the_outcome_is_out() -> None:
+    # Given a worker's SIGTERM handling (Ctrl-C's), and a stop that arrives as the report is answered
+    from jobtriggers.cli.worker import DeferredStop
+
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop = DeferredStop()
+    api = StoppedWhileReporting()
+    op = Operation.model_validate(operation(3))
+    printed: list[str] = []
+    try:
+        with site_client(api) as client:
+            try:
+                outcome = run_one(client, op, [sys.executable, "-c", "print('{\"n\": 1}')"], stop=stop)
+                printed.append(outcome.status)  # what the loop prints next
+            finally:
+                # Then the stop waits for the outcome, and happens once it is out
+                try:
+                    stop.release()
+                    stopped = False
+                except KeyboardInterrupt:
+                    stopped = True
+        assert printed == ["done"] and stopped
+        # And the handler the worker had is back
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -222,10 +222,43 @@ def cancelled_result(stopper: Stopper, returncode: int, stderr: str) -> dict[str
     }
 
 
+class DeferredStop:
+    """Holds Ctrl-C and SIGTERM from the moment a job's command has ended until its outcome is
+    reported and printed. Stopping in between would lose the outcome's line, and would try to
+    release a job the report had already finished. `hold()` installs handlers that note the signal;
+    `release()` puts back what was there and, if a signal came meanwhile, stops now
+    (KeyboardInterrupt). Python runs signal handlers in the main thread, where the loop runs."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def hold(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous:
+            return  # signal handlers can be set only from the main thread
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, lambda n, _frame: self.asked.append(n))
+
+    def release(self) -> None:
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if self.asked:
+            self.asked.clear()
+            raise KeyboardInterrupt
+
+
 def run_one(
-    api: SiteClient, op: Operation, command: list[str], grace: float = DEFAULT_GRACE_SECONDS
+    api: SiteClient,
+    op: Operation,
+    command: list[str],
+    grace: float = DEFAULT_GRACE_SECONDS,
+    stop: DeferredStop | None = None,
 ) -> RunOutcome:
-    """Run COMMAND on the job of `op`, heartbeating, and report done, the error, or the cancel."""
+    """Run COMMAND on the job of `op`, heartbeating, and report done, the error, or the cancel.
+    With `stop`, a stop asked for after the command ended waits until the caller's `stop.release()`."""
     job = op.metadata["job"]
     job_id = str(job["id"])
     job_json = json.dumps(job)
@@ -270,6 +303,8 @@ def run_one(
     except BaseException:
         _stop(proc, grace)  # Ctrl-C (the caller releases the job) or a fault: never leave it running
         raise
+    if stop is not None:
+        stop.hold()
     seconds = time.monotonic() - started
     if beat.lost:
         return RunOutcome(job_id, op.id, "lost", seconds)
@@ -388,6 +423,7 @@ def work(
     limit = 1 if once else max_jobs
     # SIGTERM (a batch system ending the worker) is treated like Ctrl-C: release, then stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop = DeferredStop()
     with site_client() as api:
         op: Operation | None = None
         try:
@@ -400,14 +436,16 @@ def work(
                         break
                     time.sleep(wait)
                     continue
-                outcome = _run_and_report(api, op, command, grace)
-                op = None
-                if outcome is None:
-                    continue
-                done += 1
-                if as_json:
-                    sys.stdout.write(json.dumps(outcome.__dict__, default=str) + "\n")
-                    sys.stdout.flush()
+                try:
+                    outcome = _run_and_report(api, op, command, grace, stop)
+                    op = None  # reported (or its lease will end): nothing to give back
+                    if outcome is not None:
+                        done += 1
+                        if as_json:
+                            sys.stdout.write(json.dumps(outcome.__dict__, default=str) + "\n")
+                            sys.stdout.flush()
+                finally:
+                    stop.release()  # a stop asked for while reporting happens here
         except KeyboardInterrupt:
             if op is not None:  # claimed and not reported yet: give the job back at once
                 _release_quietly(api, op)
@@ -415,12 +453,14 @@ def work(
             raise typer.Exit(130) from None
 
 
-def _run_and_report(api: SiteClient, op: Operation, command: list[str], grace: float) -> RunOutcome | None:
+def _run_and_report(
+    api: SiteClient, op: Operation, command: list[str], grace: float, stop: DeferredStop | None = None
+) -> RunOutcome | None:
     """Run the claimed job; its outcome, or None when reporting it failed (its lease then ends)."""
     job_id = op.metadata["job"]["id"]
     err_console.print(f"claimed job {job_id} (attempt {op.metadata.get('attempt')}), running")
     try:
-        outcome = run_one(api, op, command, grace)
+        outcome = run_one(api, op, command, grace, stop)
     except SiteApiError as exc:
         err_console.print(f"[red]reporting job {job_id} failed:[/red] {exc.detail}")
         return None
