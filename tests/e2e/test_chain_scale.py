@@ -57,6 +57,27 @@ ROOT_TYPE = "metagenome_sequencing_activity_set"
 IDLE_PAUSE_MAX = 2.0
 
 
+@pytest.fixture(scope="module")
+def local_runtime(local_runtime: LocalRuntime) -> Iterator[LocalRuntime]:
+    """A runtime of this module's own (its own tables on the session's DynamoDB), stopped after it:
+    a hundred chains leave thousands of job transitions on the jobs stream, and the session's
+    runtime would still be publishing their events minutes into the tests after this one."""
+    from jobtriggers.local.runtime import LocalConfig
+
+    runtime = LocalRuntime(
+        LocalConfig(
+            host="127.0.0.1",
+            port=0,
+            dynamodb_endpoint=local_runtime.dynamodb_endpoint,
+            table_prefix=f"chn{uuid.uuid4().hex[:8]}",
+            echo_function_logs=False,  # thousands of lines; the runtime keeps them (runtime.logs)
+        )
+    )
+    runtime.start(restore_environment=True)  # the session runtime's environment comes back after
+    yield runtime
+    runtime.stop()
+
+
 @pytest.fixture(autouse=True)
 def _compressed_backoff() -> Iterator[None]:
     with fast_backoff():
