@@ -277,3 +277,56 @@ def test_the_actions_are_job_steerings_by_the_operator(
     events = local_runtime.events(failed["id"])
     assert events[-1]["detail-type"] == "job.rerun"
     assert events[-1]["detail"]["by"] == "operator:ada"
+
+
+def test_a_chained_jobs_page_shows_its_chain_from_the_eldest_ancestor(
+    local_runtime: LocalRuntime, api: httpx.Client, new_site: Callable[..., SiteSession]
+) -> None:
+    # Given a reads QC job made by a tag, completed over HTTP with its declared outputs, which made
+    # the assembly and read-based analysis jobs
+    from jobtriggers.local.chain_step import plausible_outputs
+    from jobtriggers.models import job_id_for
+
+    site = new_site()
+    body = {
+        "name": "reads.fastq.gz",
+        "size": 10,
+        "checksums": [{"type": "sha256", "checksum": uuid.uuid4().hex}],
+        "created_time": "2025-01-01T00:00:00Z",
+        "access_methods": [{"access_url": {"url": "https://data.example.org/reads.fastq.gz"}}],
+    }
+    root = api.post("/objects", json=body, headers=site.headers).json()["id"]
+    r = api.put(f"/objects/{root}/types", json=["metagenome_sequencing_activity_set"], headers=site.headers)
+    assert r.status_code == 200, r.text
+    assert local_runtime.wait_for_stream(30)
+    readqc = job_id_for("readqc-1.0.6", root)
+    op = api.post(f"/jobs/{readqc}:claim", headers=site.headers).json()
+    outputs = plausible_outputs(wiring.registry().workflow("readqc-1.0.6"), op["metadata"]["job"])
+    r = api.patch(
+        f"/operations/{op['id']}", json={"done": True, "result": {"outputs": outputs}}, headers=site.headers
+    )
+    assert r.status_code == 200, r.text
+    assert local_runtime.wait_for_stream(30)
+    [assembly] = [j for j in wiring.lineage().chain(root).jobs if j.workflow_id == "mgasm-1.0.3"]
+    # When the operator opens the assembly job's page
+    source, _ = open_tables()
+    try:
+        with recorded_reads() as recorded:
+            page = source.job(assembly.id)
+    finally:
+        source.close()
+    # Then its lineage is the chain from reads QC (done), with the two jobs its output made beneath
+    assert page is not None and page.lineage is not None
+    assert (page.lineage.job_id, page.lineage.workflow_id, page.lineage.status) == (
+        readqc,
+        "readqc-1.0.6",
+        "done",
+    )
+    assert sorted((c.workflow_id, c.status) for c in page.lineage.children) == [
+        ("mgasm-1.0.3", "pending"),
+        ("mgrba-1.0.2", "pending"),
+    ]
+    assert page.lineage.duration_seconds is not None
+    # And the chain was one Query of the by_root index, counted with the rest of the page
+    assert ("Query", local_runtime.tables["JOBS_TABLE"], "by_root") in recorded.calls
+    assert page.items_read == recorded.items_read

@@ -192,7 +192,7 @@ class LineageNode(_Frozen):
     workflow_id: str
     object_id: str | None = None
     status: Status
-    duration_seconds: float | None = Field(default=None, description="first claim to done/failed")
+    duration_seconds: float | None = Field(default=None, description="creation to its end (to now, running)")
     children: list[LineageNode] = Field(default_factory=list)
 
 

@@ -489,11 +489,47 @@ class SteeringActions:
 
 
 def table_lineage() -> LineageReader | None:
-    """THE LINEAGE SEAM: how a job's page gets its chain (port.LineageNode, rooted at its eldest
-    ancestor) from the tables. None until the lineage read (the jobs' `by_root` index) lands: connect
-    it here (an adapter from that read to LineageNode), and `jobtriggers board`, `make run` and the
-    screenshot all show it; what it reads is counted in the page's `items_read` as it is."""
-    return None
+    """THE LINEAGE SEAM: how a job's page gets its chain (port.LineageNode) from the tables: the
+    chain's jobs from the jobs' `by_root` index (LineageService.chain, one Query, counted in the
+    page's `items_read`), drawn from the job's eldest ancestor down, each job under the one whose
+    output made it. None when the job is alone: no parent and nothing made from its outputs, or in
+    no chain (created over the API without an object)."""
+    from jobtriggers import wiring
+
+    service = wiring.lineage()
+
+    def read(job: Job) -> LineageNode | None:
+        if job.root_object_id is None:
+            return None
+        try:
+            chain = service.chain(job.root_object_id)
+        except NotFoundError:  # the index has not caught up with the job yet
+            return None
+        by_id = {j.id: j for j in chain.jobs}
+        eldest, seen = job.id, {job.id}
+        while (parent := by_id[eldest].parent_job_id if eldest in by_id else None) in by_id:
+            if parent in seen:
+                break
+            seen.add(parent)
+            eldest = parent
+        if eldest not in by_id:
+            return None
+
+        def node(job_id: str, path: frozenset[str]) -> LineageNode:
+            j = by_id[job_id]
+            return LineageNode(
+                job_id=j.id,
+                workflow_id=j.workflow_id,
+                object_id=j.object_id,
+                status=j.status.value,
+                duration_seconds=j.duration_seconds,
+                children=[node(c.id, path | {c.id}) for c in chain.children(j.id) if c.id not in path],
+            )
+
+        tree = node(eldest, frozenset({eldest}))
+        return tree if tree.children else None
+
+    return read
 
 
 def open_tables(
