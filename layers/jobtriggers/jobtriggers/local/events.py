@@ -6,10 +6,13 @@ runtime's proxy), and moto serves it at the same endpoint. The runtime creates e
 
 To see what was put on a bus, the runtime does what a subscriber on AWS does: a rule on the bus
 that matches every event (`{"source": [{"prefix": ""}]}`) sends it to a FIFO SQS queue (one message
-group: the order of the puts), which the runtime drains into a list. So `GET /local/events` shows
-events as a rule's target receives them (EventBridge's envelope: `id`, `time`, `source`,
-`detail-type`, `detail`, ...), in the order they were put, each once per put: a PutEvents that is
-repeated (at-least-once delivery) shows twice, as it would reach a subscriber twice.
+group: the order of the puts), which the runtime drains into a list every half second, as a
+subscriber consumes its queue (moto's SQS work grows with the messages a queue holds, and each
+PutEvents reads the queue's attributes: undrained, every put got slower as a run went on). So
+`GET /local/events` shows events as a rule's target receives them (EventBridge's envelope: `id`,
+`time`, `source`, `detail-type`, `detail`, ...), in the order they were put, each once per put: a
+PutEvents that is repeated (at-least-once delivery) shows twice, as it would reach a subscriber
+twice.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ log = logging.getLogger("local_runtime.events")
 OBSERVER_RULE = "local-observer"
 # Every event has a source; a prefix of "" matches them all (EventBridge's catch-all pattern).
 MATCH_EVERY_EVENT = json.dumps({"source": [{"prefix": ""}]})
+DRAIN_SECONDS = 0.5
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
 
 
@@ -44,6 +48,8 @@ class EventBuses:
         self._queues: dict[str, str] = {}  # bus name -> observer queue URL
         self._seen: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._drainer: threading.Thread | None = None
 
     def create(self) -> EventBuses:
         """Create each bus (or take the one a shared server has already) and its observer."""
@@ -78,6 +84,26 @@ class EventBuses:
             Targets=[{"Id": "local-runtime", "Arn": arn, "SqsParameters": {"MessageGroupId": bus}}],
         )
         return str(queue)
+
+    def start_draining(self, interval: float = DRAIN_SECONDS) -> EventBuses:
+        """Drain the observers' queues every `interval` seconds until `stop()`."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.drain()
+                except Exception:  # the store stopping under it, a moment's fault: next round
+                    log.debug("draining the event observers failed", exc_info=True)
+
+        self._drainer = threading.Thread(target=loop, name="local-event-observers", daemon=True)
+        self._drainer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+            self._drainer = None
 
     def drain(self) -> int:
         """Move what the observers' queues hold into the list; how many events were new."""

@@ -278,6 +278,8 @@ class LocalRuntime:
             self.pool.stop()
         if self.proxy:
             self.proxy.stop()
+        if self.buses:
+            self.buses.stop()
         if self.dynamo:
             self.dynamo.stop()
             self.dynamo = None
@@ -386,6 +388,7 @@ class LocalRuntime:
         self.buses = EventBuses(
             self.dynamodb_endpoint, event_bus_names_for(self.template, cfg.table_prefix), region=self.region
         ).create()
+        self.buses.start_draining()
 
     def _load_seed(self) -> None:
         from jobtriggers import wiring
