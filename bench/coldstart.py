@@ -188,6 +188,27 @@ def _by_package(stderr: str, begin: str, end: str) -> dict[str, int]:
     return out
 
 
+def _own_environment(handler: str) -> dict[str, str]:
+    """The variables template.yaml sets for the function whose code is functions/<handler> alone
+    (JobEventsFunction's bus, ApiFunction's idempotency table, ...), resolved to local names: each
+    handler checks at import that its settings are there, as on Lambda."""
+    from jobtriggers.local.template import (
+        event_bus_names_for,
+        function_environment,
+        functions,
+        load_template,
+        table_names_for,
+    )
+
+    template = load_template()
+    names = table_names_for(template, "coldstart") | event_bus_names_for(template, "coldstart")
+    for spec in functions(template).values():
+        if spec.code_uri.rstrip("/").endswith(f"functions/{handler}"):
+            declared, _ = function_environment(template, spec.logical_id, {}, names)
+            return {k: v for k, v in declared.items() if not k.startswith("POWERTOOLS_")}
+    return {}
+
+
 def _probe(
     target: str, event: dict[str, Any] | None, env: dict[str, str], trace_imports: bool = True
 ) -> dict[str, Any]:
@@ -256,6 +277,7 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
         names = sorted(p.parent.name for p in FUNCTIONS_DIR.glob("*/app.py"))
         if config.handlers:
             names = [n for n in names if n in config.handlers]
+        env_of = {name: {**_own_environment(name), **env} for name in names}  # what is set wins
         boto3_us: list[float] = []
         boto3_cpu: list[float] = []
         per: dict[str, dict[str, list[float]]] = {
@@ -268,15 +290,15 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
             # One unmeasured round first: it writes the bytecode caches and warms the file cache.
             _probe("boto3", None, env)
             for name in names:
-                _probe(str(FUNCTIONS_DIR / name / "app.py"), events.get(name), env)
+                _probe(str(FUNCTIONS_DIR / name / "app.py"), events.get(name), env_of[name])
             for _ in range(config.repetitions):
                 boto3_cpu.append(_probe("boto3", None, env, trace_imports=False)["load_cpu_s"])
                 boto3_us.append(_probe("boto3", None, env)["import_us"])
                 for name in names:
                     handler = str(FUNCTIONS_DIR / name / "app.py")
-                    untraced = _probe(handler, events.get(name), env, trace_imports=False)
+                    untraced = _probe(handler, events.get(name), env_of[name], trace_imports=False)
                     per[name]["load_cpu_s"].append(untraced["load_cpu_s"])
-                    probe = _probe(handler, events.get(name), env)
+                    probe = _probe(handler, events.get(name), env_of[name])
                     per[name]["import_us"].append(probe["import_us"])
                     packages[name] = probe["by_package_us"]
                     if "first_invoke_s" in probe:
