@@ -280,7 +280,10 @@ def test_the_actions_are_job_steerings_by_the_operator(
 
 
 def test_a_chained_jobs_page_shows_its_chain_from_the_eldest_ancestor(
-    local_runtime: LocalRuntime, api: httpx.Client, new_site: Callable[..., SiteSession]
+    local_runtime: LocalRuntime,
+    api: httpx.Client,
+    new_site: Callable[..., SiteSession],
+    cancel_leftovers: list[str],
 ) -> None:
     # Given a reads QC job made by a tag, completed over HTTP with its declared outputs, which made
     # the assembly and read-based analysis jobs
@@ -296,6 +299,7 @@ def test_a_chained_jobs_page_shows_its_chain_from_the_eldest_ancestor(
         "access_methods": [{"access_url": {"url": "https://data.example.org/reads.fastq.gz"}}],
     }
     root = api.post("/objects", json=body, headers=site.headers).json()["id"]
+    cancel_leftovers.append(root)
     r = api.put(f"/objects/{root}/types", json=["metagenome_sequencing_activity_set"], headers=site.headers)
     assert r.status_code == 200, r.text
     assert local_runtime.wait_for_stream(30)
@@ -330,3 +334,16 @@ def test_a_chained_jobs_page_shows_its_chain_from_the_eldest_ancestor(
     # And the chain was one Query of the by_root index, counted with the rest of the page
     assert ("Query", local_runtime.tables["JOBS_TABLE"], "by_root") in recorded.calls
     assert page.items_read == recorded.items_read
+
+
+@pytest.fixture
+def cancel_leftovers() -> Iterator[list[str]]:
+    """Root object ids whose pending jobs are cancelled afterwards: other tests run `site work`
+    workers of these workflows on the same runtime, which would otherwise claim them."""
+    roots: list[str] = []
+    yield roots
+    steering = wiring.job_steering()
+    for root in roots:
+        for job in wiring.lineage().chain(root).jobs:
+            if job.status == "pending":
+                steering.cancel(job.id, "operator:test-cleanup")
