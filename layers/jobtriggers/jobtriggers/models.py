@@ -98,6 +98,14 @@ OUTPUT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 MAX_WORKFLOW_OUTPUTS = 100
 
 
+def each_type_once(value: list[str]) -> list[str]:
+    """The object type ids as given; ValueError naming any listed twice (outputs' and objects' types)."""
+    twice = sorted({t for t in value if value.count(t) > 1})
+    if twice:
+        raise ValueError(f"object type {', '.join(repr(t) for t in twice)} is listed twice")
+    return value
+
+
 class WorkflowOutput(_Model):
     """One object a workflow's job produces, and the object types that object is assigned.
 
@@ -116,10 +124,7 @@ class WorkflowOutput(_Model):
     @field_validator("object_types")
     @classmethod
     def _types_once(cls, value: list[str]) -> list[str]:
-        twice = sorted({t for t in value if value.count(t) > 1})
-        if twice:
-            raise ValueError(f"object type {', '.join(repr(t) for t in twice)} is listed twice")
-        return value
+        return each_type_once(value)
 
 
 class Workflow(_Model):
@@ -296,10 +301,7 @@ class OutputObjectIn(DrsObjectIn):
     @field_validator("types")
     @classmethod
     def _types_once(cls, value: list[str]) -> list[str]:
-        twice = sorted({t for t in value if value.count(t) > 1})
-        if twice:
-            raise ValueError(f"object type {', '.join(repr(t) for t in twice)} is listed twice")
-        return value
+        return each_type_once(value)
 
 
 class InputRef(_Deferred):
