@@ -8,12 +8,11 @@ so that Lambda counts the error and bisects the batch (template.yaml).
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jobtriggers.dal.job_events import JobEventsBus, JobEventsStore
 from jobtriggers.logic.job_events import JobEventsProcessor, record_batch_metrics
-from jobtriggers.logic.stream_batch import process_in_order
+from jobtriggers.logic.stream_batch import PartialItemFailureResponse, process_in_order
 from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import job_events_bus_settings, job_events_settings, require_settings
 

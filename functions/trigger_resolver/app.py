@@ -7,11 +7,10 @@ fails the handler raises, so that Lambda counts the error and bisects the batch 
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jobtriggers import wiring
-from jobtriggers.logic.stream_batch import process_in_order
+from jobtriggers.logic.stream_batch import PartialItemFailureResponse, process_in_order
 from jobtriggers.logic.triggering import record_batch_metrics
 from jobtriggers.observability import logger, metrics
 from jobtriggers.settings import require_settings, table_names

@@ -13,7 +13,8 @@ from jobtriggers.dal.dynamo import dynamodb
 from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
 from jobtriggers.errors import NotFoundError
-from jobtriggers.models import MAX_CONFIG_BYTES, Site, Workflow, config_key, iso, job_id_for, utcnow
+from jobtriggers.models import MAX_CONFIG_BYTES, Workflow, config_key, iso, job_id_for, utcnow
+from jobtriggers.models.sites import Site
 from tests.api_events import ApiCaller, load_function, module_tables, unique, use_tables
 from tests.faults import LOST_RESPONSE, FaultInjector, fast_backoff
 from tests.jobs import put_new_job, stored_job
@@ -43,7 +44,7 @@ def _tables(creation_tables: dict[str, str]) -> None:
 
 
 def make_site(capabilities: list[str] | None = None, *, can_create_jobs: bool = False) -> str:
-    from jobtriggers.models import ClientRecord
+    from jobtriggers.models.sites import ClientRecord
 
     site_id = unique("site")
     site = Site(

@@ -16,7 +16,7 @@ from jobtriggers.dal.registry import RegistryRepository
 from jobtriggers.dal.sites import SiteRepository
 from jobtriggers.logic.sites import create_site, rotate_secret
 from jobtriggers.logic.tokens import TokenService
-from jobtriggers.models import SiteCredentials
+from jobtriggers.models.sites import SiteCredentials
 from jobtriggers.settings import reset_settings_cache, token_settings
 from tests.api_events import (
     API_ID,

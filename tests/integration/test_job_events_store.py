@@ -247,7 +247,7 @@ def test_a_refused_entry_is_a_publish_failure_naming_the_event() -> None:
     events_bus = JobEventsBus(bus_name="no-such-bus-needed")
     hook, _ = _refuse_put_events(after=0)
     events_bus.client.meta.events.register("before-send.eventbridge.PutEvents", hook, unique_id="refuse")
-    from jobtriggers.models import JobEvent
+    from jobtriggers.models.job_events import JobEvent
 
     event = JobEvent(
         event_id="j:1:0", type="job.created", job_id="j", version=1, workflow_id="w", status="pending",

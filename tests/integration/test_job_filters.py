@@ -67,7 +67,7 @@ def submitted(workflow_id: str, config: dict[str, Any], site: str = "jgi") -> Jo
 
 def make_site(api_site: str | None = None) -> str:
     from jobtriggers.dal.sites import SiteRepository
-    from jobtriggers.models import ClientRecord, Site
+    from jobtriggers.models.sites import ClientRecord, Site
 
     site_id = api_site or unique("site")
     site = Site(id=site_id, client_id=unique("client"), created_at=iso(utcnow()))

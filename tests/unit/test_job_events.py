@@ -21,7 +21,7 @@ from jobtriggers.logic.job_events import (
     transition_from_images,
     transition_from_stream_record,
 )
-from jobtriggers.models import JOB_EVENT_TYPES, JobEvent, JobTransition, Recorded
+from jobtriggers.models.job_events import JOB_EVENT_TYPES, JobEvent, JobTransition, Recorded
 
 WF = "metag-1.0.0"
 JOB = "bWV0YWctMS4wLjAjb2JqLTE"

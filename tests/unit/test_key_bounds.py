@@ -1,7 +1,7 @@
 """Every key the service builds from an id fits DynamoDB's key limits, whatever the id holds.
 
 DynamoDB refuses a partition key value over 2048 bytes and a sort key value over 1024 bytes (UTF-8)
-with a ValidationException - a 500 - and moto does not check. So the bounds in models.py are added up
+with a ValidationException - a 500 - and moto does not check. So the bounds in jobtriggers.models are added up
 here: for each key, the largest value its parts' validators let through, each part at its longest
 and made of its widest character (4 bytes wherever any character is allowed).
 """

@@ -17,7 +17,7 @@ from jobtriggers.logic.tokens import (
     new_site_epoch,
     verify_secret,
 )
-from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site
+from jobtriggers.models.sites import LEGACY_SITE_EPOCH, ClientRecord, Site
 from jobtriggers.settings import TokenSettings
 from tests.api_events import basic_auth
 

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from jobtriggers import wiring
 from jobtriggers.api.auth import require_site_id
 from jobtriggers.api.params import SITE_TOKEN, JobIdPath
-from jobtriggers.models import JobLineage
+from jobtriggers.models.lineage import JobLineage
 
 router = Router()
 

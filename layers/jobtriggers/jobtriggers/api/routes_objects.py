@@ -14,7 +14,8 @@ from jobtriggers.api.params import SITE_TOKEN, ObjectIdPath, RegistryIdPath
 from jobtriggers.dal.assignments import MAX_TYPES_PER_REPLACE
 from jobtriggers.errors import NotFoundError
 from jobtriggers.logic.objects import object_from_request
-from jobtriggers.models import DrsObject, DrsObjectIn, ObjectTriggers, ObjectType, RegistryId
+from jobtriggers.models import DrsObject, DrsObjectIn, ObjectType, RegistryId
+from jobtriggers.models.object_triggers import ObjectTriggers
 from jobtriggers.observability import logger
 
 router = Router()

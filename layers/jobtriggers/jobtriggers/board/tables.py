@@ -61,7 +61,7 @@ from jobtriggers.logic.claims import is_error_result
 from jobtriggers.logic.job_events import hour_of
 from jobtriggers.logic.lifecycle import JobSteering
 from jobtriggers.models import Claim, Job, JobStatus, OperationRecord, Workflow, iso, utcnow
-from jobtriggers.models import JobEvent as StoredJobEvent
+from jobtriggers.models.job_events import JobEvent as StoredJobEvent
 
 # The chain a job belongs to, rooted at its eldest ancestor (port.JobPage.lineage), or None; see
 # `table_lineage()`, the seam where the tables' lineage read is connected.

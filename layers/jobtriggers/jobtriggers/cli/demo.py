@@ -30,7 +30,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jobtriggers.cli.common import console, err_console
 from jobtriggers.cli.jobs_tree import render_chain
-from jobtriggers.models import Chain, Job
+from jobtriggers.models import Job
+from jobtriggers.models.lineage import Chain
 
 CHAIN = ("readqc-1.0.6", "mgasm-1.0.3", "mgrba-1.0.2", "mgann-1.0.0", "mags-1.0.4")
 ROOT_TYPE = "metagenome_sequencing_activity_set"

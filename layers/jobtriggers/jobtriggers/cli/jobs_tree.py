@@ -19,7 +19,7 @@ from jobtriggers.cli.common import (
     print_json,
     reported_errors,
 )
-from jobtriggers.models import Chain, ChainJob
+from jobtriggers.models.lineage import Chain, ChainJob
 
 STATUS_STYLE = {
     "pending": "yellow",

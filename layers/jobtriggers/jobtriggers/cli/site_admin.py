@@ -21,7 +21,7 @@ from jobtriggers.cli.common import (
     print_table,
     reported_errors,
 )
-from jobtriggers.models import Site, SiteCredentials
+from jobtriggers.models.sites import Site, SiteCredentials
 
 app = typer.Typer(no_args_is_help=True, help="Create sites, rotate their secrets, list and delete them.")
 

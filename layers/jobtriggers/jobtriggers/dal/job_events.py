@@ -40,7 +40,8 @@ from jobtriggers.dal.dynamo import (
 )
 from jobtriggers.dal.pages import query_all
 from jobtriggers.errors import JobTriggersError, RetryableStoreError
-from jobtriggers.models import (
+from jobtriggers.models import iso, utcnow
+from jobtriggers.models.job_events import (
     COUNTED_STATUSES,
     JOB_EVENT_SOURCE,
     CountDelta,
@@ -50,8 +51,6 @@ from jobtriggers.models import (
     Recorded,
     SiteHourClaims,
     WorkflowCounts,
-    iso,
-    utcnow,
 )
 from jobtriggers.settings import job_events_bus_settings, job_events_settings
 

@@ -25,7 +25,8 @@ from jobtriggers.dal.dynamo import (
     transact,
 )
 from jobtriggers.errors import ConflictError, NotFoundError
-from jobtriggers.models import LEGACY_SITE_EPOCH, ClientRecord, Site, iso, utcnow
+from jobtriggers.models import iso, utcnow
+from jobtriggers.models.sites import LEGACY_SITE_EPOCH, ClientRecord, Site
 from jobtriggers.settings import table_names
 
 

@@ -30,7 +30,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from jobtriggers.dal.dynamo import from_item
 from jobtriggers.logic.stream_batch import OrderedBatchResult, Record
-from jobtriggers.models import CountDelta, JobEvent, JobTransition, Recorded
+from jobtriggers.models.job_events import CountDelta, JobEvent, JobTransition, Recorded
 from jobtriggers.observability import logger, metrics
 
 # A job's last error travels in every event; its message is cut here so that one long error (its

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Protocol
 
 from jobtriggers.errors import NotFoundError
-from jobtriggers.models import FINISHED, Chain, ChainJob, Job, JobLineage, utcnow
+from jobtriggers.models import FINISHED, Job, utcnow
+from jobtriggers.models.lineage import Chain, ChainJob, JobLineage
 
 
 class JobLookup(Protocol):

@@ -16,19 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from jobtriggers.models import (
-    DrsObject,
-    Job,
-    JobStatus,
-    ObjectTriggers,
-    ObjectTypeAssignment,
-    ObjectTypeTriggers,
-    Trigger,
-    TriggerJobRef,
-    TypeTrigger,
-    Workflow,
-    job_id_for,
-)
+from jobtriggers.models import DrsObject, Job, JobStatus, ObjectTypeAssignment, Trigger, Workflow, job_id_for
+from jobtriggers.models.object_triggers import ObjectTriggers, ObjectTypeTriggers, TriggerJobRef, TypeTrigger
 
 JOBS_PAGE = 100
 

@@ -11,15 +11,8 @@ from typing import Any, Protocol
 
 from jobtriggers.errors import NotFoundError, ValidationFailed
 from jobtriggers.logic.tokens import hash_secret, new_client_id, new_client_secret, new_site_epoch
-from jobtriggers.models import (
-    SITE_ID_MAX_LENGTH,
-    SITE_ID_PATTERN,
-    ClientRecord,
-    Site,
-    SiteCredentials,
-    iso,
-    utcnow,
-)
+from jobtriggers.models import SITE_ID_MAX_LENGTH, SITE_ID_PATTERN, iso, utcnow
+from jobtriggers.models.sites import ClientRecord, Site, SiteCredentials
 
 SITE_ID_RE = re.compile(SITE_ID_PATTERN)
 

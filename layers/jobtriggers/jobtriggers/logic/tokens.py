@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import jwt
 
 from jobtriggers.errors import UnauthorizedError
-from jobtriggers.models import ClientRecord, Site, TokenResponse, utcnow
+from jobtriggers.models import utcnow
+from jobtriggers.models.sites import ClientRecord, Site, TokenResponse
 from jobtriggers.settings import TokenSettings
 
 ALGORITHM = "HS256"
