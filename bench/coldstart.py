@@ -3,7 +3,7 @@
 For every functions/<name>/app.py, in a fresh interpreter each time, with the environment
 template.yaml's Globals give every function:
 - the CPU time of loading the handler module (its imports and whatever it builds at import), over
-  the CPU time of `import boto3` in the same repetition, both in processes without `-X importtime`:
+  the CPU time of an `import boto3` run just before it, both in processes without `-X importtime`:
   the ratio the targets are checked on. CPU time, because on a shared machine the wall time of a
   0.2 s import measures the neighbours too (bare `import boto3` took 0.2-0.9 s wall in one run at a
   load average of 7);
@@ -281,7 +281,13 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
         boto3_us: list[float] = []
         boto3_cpu: list[float] = []
         per: dict[str, dict[str, list[float]]] = {
-            n: {"import_us": [], "load_cpu_s": [], "first_invoke_s": [], "invoke_import_us": []}
+            n: {
+                "import_us": [],
+                "load_cpu_s": [],
+                "boto3_cpu_s": [],
+                "first_invoke_s": [],
+                "invoke_import_us": [],
+            }
             for n in names
         }
         outcomes: dict[str, str] = {}
@@ -292,10 +298,16 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
             for name in names:
                 _probe(str(FUNCTIONS_DIR / name / "app.py"), events.get(name), env_of[name])
             for _ in range(config.repetitions):
-                boto3_cpu.append(_probe("boto3", None, env, trace_imports=False)["load_cpu_s"])
                 boto3_us.append(_probe("boto3", None, env)["import_us"])
                 for name in names:
                     handler = str(FUNCTIONS_DIR / name / "app.py")
+                    # Each handler's CPU time is paired with a bare boto3 import measured just
+                    # before it: what the neighbours take from this machine changes over seconds
+                    # (boto3 alone ranged 138-200 ms CPU within one run), so a ratio of two
+                    # adjacent processes cancels most of it, and one boto3 per round did not.
+                    paired = _probe("boto3", None, env, trace_imports=False)["load_cpu_s"]
+                    boto3_cpu.append(paired)
+                    per[name]["boto3_cpu_s"].append(paired)
                     untraced = _probe(handler, events.get(name), env_of[name], trace_imports=False)
                     per[name]["load_cpu_s"].append(untraced["load_cpu_s"])
                     probe = _probe(handler, events.get(name), env_of[name])
@@ -310,7 +322,9 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
         for name in names:
             imp = summarize(per[name]["import_us"])
             wall_ratios = [v / b for v, b in zip(per[name]["import_us"], boto3_us, strict=True)]
-            cpu_ratios = [v / b for v, b in zip(per[name]["load_cpu_s"], boto3_cpu, strict=True)]
+            cpu_ratios = [
+                v / b for v, b in zip(per[name]["load_cpu_s"], per[name]["boto3_cpu_s"], strict=True)
+            ]
             kind = handler_kind(name)
             ratio = summarize(cpu_ratios)
             target = TARGET_RATIO.get(kind)

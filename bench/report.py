@@ -435,9 +435,10 @@ def _cold_section(cold: dict[str, Any]) -> list[str]:
         f"{cold['config']['repetitions']} per handler after one unmeasured round (bytecode cached for "
         f"every package alike); a bare `import boto3` took {spread(cold['boto3_import_ms'], 0)} ms "
         + (f"wall, {spread(boto3_cpu, 0)} ms CPU, " if boto3_cpu else "")
-        + "in the same run. x boto3 = CPU time of loading the handler module over that of `import "
-        "boto3` in the same repetition (the targets' measure: on a shared machine wall time also "
-        "measures the neighbours); wall = the same ratio of `-X importtime` sums. Import = the "
+        + "in the same run. x boto3 = CPU time of loading the handler module over that of an "
+        "`import boto3` in the process run just before it, median of the pairs (the targets' "
+        "measure: on a shared machine wall time also measures the neighbours, and what they take "
+        "drifts over seconds); wall = the ratio of `-X importtime` sums. Import = the "
         "handler's imports under `-X importtime`; first invocation = wall time of the first call "
         "with a representative event (moto over HTTP); lazy = what that call imported. A handler "
         "that defers imports to its first call moves time out of the ratio, not out of the cold "

@@ -52,8 +52,8 @@ def configs(smoke: bool, repetitions: int | None = None) -> dict[str, Any]:
             # Counts are deterministic: one run; more would only repeat the same numbers.
             "cost": CostConfig(sizes=(1_000, 10_000, 50_000), new_tags=200, repetitions=1),
             "claims": ClaimsConfig(sites=16, jobs=1_000, repetitions=REPS["claims"]),
-            # 5: the CPU ratios are medians of per-repetition pairs; about a minute in all.
-            "coldstart": ColdStartConfig(repetitions=5),
+            # 7: the CPU ratios are medians of 7 adjacent (boto3, handler) pairs; about 1.5 minutes.
+            "coldstart": ColdStartConfig(repetitions=7),
             # Counts are deterministic: one run.
             "filters": FiltersConfig(jobs=10_000),
             # 10,000 jobs (the size); 20 page loads, and 5 in Chromium
