@@ -253,6 +253,10 @@ def one_mode(runtime: Any, counter: RequestCounter, config: ClaimsConfig, mode: 
     won = [j for w in workers for j in w.won]
     wanted = set(job_ids)
     won_ours = [j for j in won if j in wanted]
+    if len(won_ours) != len(won):
+        # Its queue held jobs it did not seed (tables an earlier mode left): its conflicts and
+        # requests per claim would count races for them too.
+        raise RuntimeError(f"{mode}: claimed {len(won) - len(won_ours)} jobs it did not seed")
     http_conflicts = sum(w.conflicts for w in workers)
     store_conflicts = refused_after - refused_before if mode != "list_then_claim" else 0
     unclaimed, multiple = _final_state(runtime, job_ids)
@@ -287,16 +291,18 @@ def run(config: ClaimsConfig) -> dict[str, Any]:
     per_mode: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     failures: dict[str, str] = {}
     for run_no in range(1, config.repetitions + 1):
-        for mode in MODES:
+        for mode_no, mode in enumerate(MODES, start=1):
             if mode in failures:
                 continue
-            # A fresh runtime per mode: moto's queries cost O(table), so earlier modes' jobs
-            # would slow the later ones.
+            # A fresh runtime and fresh tables per mode: moto's queries cost O(table), and the
+            # jobs an earlier mode left pending would be claimed (and raced for) by the later one.
+            # moto's state is per process, so a runtime started on tables of the same names finds
+            # them as the last one left them: the prefix names the mode.
             runtime = LocalRuntime(
                 LocalConfig(
                     port=0,
                     dynamodb_port=0,
-                    table_prefix=f"claims{run_no}",
+                    table_prefix=f"claims{run_no}m{mode_no}",
                     echo_function_logs=False,
                     max_workers=max(config.sites, 1),
                 )

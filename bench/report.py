@@ -628,10 +628,13 @@ def _misses(results: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     service = results.get("claims", {}).get("modes", {}).get("claim_next_service", {})
     if service.get("measured") and service["conflicts_per_claim"]["median"] >= 0.2:
+        from jobtriggers.logic.claims import CANDIDATE_PAGE, TRIES_PER_PAGE
+
         lines.append(
             f"- **claim_next conflicts ({service['conflicts_per_claim']['median']:.2f} per claim).** Each "
-            "call reads the oldest page of 25 candidates and tries up to 6 of them in its own random "
-            "order; 16 callers drawing from the same 25 collide that often. Every conflict is absorbed "
+            f"call reads the oldest page of {CANDIDATE_PAGE} candidates and tries up to {TRIES_PER_PAGE} "
+            "of them in its own random order; concurrent callers drawing from the same page collide. "
+            "Every conflict is absorbed "
             "inside the call (the site still makes one request per claim, and no job is claimed twice), "
             "but each costs a refused conditional write. Spreading further (a random start page, or "
             "sharded pending queues, docs/scaling.md section 2) would bring it under 0.2."
