@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -262,6 +263,10 @@ class LocalRuntime:
         except BaseException:
             self.stop()
             raise
+        # What is loaded by now (modules, botocore's service models, the seed) lives as long as the
+        # process: out of the garbage collector's sight, a full collection walks only what requests
+        # make, and pauses the store, the poller and the gateway for that long (docs/benchmarks.md).
+        gc.freeze()
         return self
 
     def stop(self) -> None:
