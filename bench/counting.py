@@ -37,6 +37,8 @@ class Counts:
 
     requests: Counter[str] = field(default_factory=Counter)
     items_read: int = 0
+    # By the request's TableName ("" for the requests that name several: batches, transactions).
+    items_read_by_table: Counter[str] = field(default_factory=Counter)
     items_written: int = 0
     conditional_failures: int = 0
     consumed_capacity: float = 0.0
@@ -50,6 +52,7 @@ class Counts:
             "requests": self.total_requests,
             "requests_by_operation": dict(sorted(self.requests.items())),
             "items_read": self.items_read,
+            "items_read_by_table": dict(sorted(self.items_read_by_table.items())),
             "items_written": self.items_written,
             "conditional_failures": self.conditional_failures,
             "consumed_capacity_reported": round(self.consumed_capacity, 3),
@@ -121,7 +124,10 @@ class RequestCounter:
         with self._lock:
             c = self._counts
             c.requests[operation] += 1
-            c.items_read += _items_read(operation, params, parsed)
+            read = _items_read(operation, params, parsed)
+            c.items_read += read
+            if read:
+                c.items_read_by_table[str(params.get("TableName", ""))] += read
             c.items_written += _items_written(operation, params, parsed)
             c.consumed_capacity += _capacity(parsed)
             if error in ("ConditionalCheckFailedException", "TransactionCanceledException"):
@@ -133,6 +139,7 @@ class RequestCounter:
             return Counts(
                 requests=Counter(c.requests),
                 items_read=c.items_read,
+                items_read_by_table=Counter(c.items_read_by_table),
                 items_written=c.items_written,
                 conditional_failures=c.conditional_failures,
                 consumed_capacity=c.consumed_capacity,
@@ -143,6 +150,7 @@ class RequestCounter:
         return Counts(
             requests=now.requests - before.requests,
             items_read=now.items_read - before.items_read,
+            items_read_by_table=now.items_read_by_table - before.items_read_by_table,
             items_written=now.items_written - before.items_written,
             conditional_failures=now.conditional_failures - before.conditional_failures,
             consumed_capacity=now.consumed_capacity - before.consumed_capacity,
