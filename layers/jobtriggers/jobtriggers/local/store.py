@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,53 +251,71 @@ def _forget_model_instances() -> None:
             model.instances_tracked = []  # type: ignore[attr-defined]
 
 
-def _query_one_partition() -> None:
-    """moto answers a Query of a table's own key by sorting every item of the table (`all_items()`)
-    and walking them for the partition asked for: O(store) per Query, where DynamoDB reads one
-    partition. Every tag makes one (the object's types), so a tag got slower as the store grew.
-    Here the walk is given that partition's items, in the same order: moto checks, sorts, filters
-    and pages them exactly as before, and only items it could never return are left out. Index
-    queries and scans are unchanged."""
+# Finds the only items a Query can return, or None (moto then walks the whole table): given the
+# table, the Query's hash key value (a DynamoType), its index name (None: the table's own key) and
+# its hash key conditions as moto passes them ([(attribute, DynamoType)]).
+CandidateFinder = Callable[[Any, Any, str | None, list[tuple[str, Any]]], list[Any] | None]
+# Asked before the partition finder, in order (bench.moto_fastpath adds one for index queries).
+candidate_finders: list[CandidateFinder] = []
+
+
+def _partition_of(
+    table: Any, hash_key: Any, index_name: str | None, conditions: list[tuple[str, Any]]
+) -> list[Any] | None:
+    """A Query of a table's own key: its partition's items, in all_items()'s order."""
+    if index_name is not None or hash_key is None:
+        return None
+    found = table.items.get(hash_key)  # .get: the defaultdict must not grow an empty partition
+    if found is None:
+        return []
+    if table.range_key_attr:
+        return sorted(found.values(), key=lambda item: (item.hash_key, item.range_key))
+    return [found]
+
+
+def _query_only_candidates() -> None:
+    """moto answers a Query by sorting every item of the table (`all_items()`) and walking them for
+    the key asked for: O(store) per Query, where DynamoDB reads one partition. Every tag makes one
+    (the object's types), so a tag got slower as the store grew. Here the walk is given only the
+    items the Query could return (for the table's own key, its partition), in the same order: moto
+    checks, sorts, filters and pages them exactly as before. Scans are unchanged."""
     from moto.dynamodb.models.table import Table
 
-    if getattr(Table, "_queries_one_partition", False):
+    if getattr(Table, "_queries_only_candidates", False):
         return
     original_query = Table.query
     original_all_items = Table.all_items
-    partition = threading.local()
+    walk = threading.local()
 
     def all_items(self: Any) -> Any:
-        items = getattr(partition, "items", None)
+        items = getattr(walk, "items", None)
         return original_all_items(self) if items is None else items
 
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         # index_name: the 8th argument, as DynamoDBBackend.query passes it (or a keyword)
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
-        if index_name is not None or hash_key is None:
-            return original_query(self, hash_key, *args, **kwargs)
-        found = self.items.get(hash_key)  # .get: the defaultdict must not grow an empty partition
-        if found is None:
-            items = []
-        elif self.range_key_attr:
-            items = sorted(found.values(), key=lambda item: (item.hash_key, item.range_key))
-        else:
-            items = [found]
-        partition.items = items
+        conditions = kwargs.get("hash_key_conditions") or []
+        items = None
+        for find in [*candidate_finders, _partition_of]:
+            items = find(self, hash_key, index_name, conditions)
+            if items is not None:
+                break
+        walk.items = items
         try:
             return original_query(self, hash_key, *args, **kwargs)
         finally:
-            partition.items = None
+            walk.items = None
 
     Table.all_items = all_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
-    Table._queries_one_partition = True  # type: ignore[attr-defined]
+    Table._queries_only_candidates = True  # type: ignore[attr-defined]
 
 
 def start_embedded_dynamo(host: str = "127.0.0.1", port: int = 0) -> EmbeddedDynamo:
     _list_moto_modules_once()
     _parse_event_input_paths_once()
     _forget_model_instances()
-    _query_one_partition()
+    _query_only_candidates()
     _snapshot_only_what_a_transaction_touches()
     _keep_streams_across_cancelled_transactions()
     store_rules.install()
