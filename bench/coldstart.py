@@ -279,7 +279,6 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
             names = [n for n in names if n in config.handlers]
         env_of = {name: {**_own_environment(name), **env} for name in names}  # what is set wins
         boto3_us: list[float] = []
-        boto3_cpu: list[float] = []
         per: dict[str, dict[str, list[float]]] = {
             n: {
                 "import_us": [],
@@ -306,7 +305,6 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
                     # (boto3 alone ranged 138-200 ms CPU within one run), so a ratio of two
                     # adjacent processes cancels most of it, and one boto3 per round did not.
                     paired = _probe("boto3", None, env, trace_imports=False)["load_cpu_s"]
-                    boto3_cpu.append(paired)
                     per[name]["boto3_cpu_s"].append(paired)
                     untraced = _probe(handler, events.get(name), env_of[name], trace_imports=False)
                     per[name]["load_cpu_s"].append(untraced["load_cpu_s"])
@@ -367,7 +365,7 @@ def run(config: ColdStartConfig) -> dict[str, Any]:
             "python": sys.version.split()[0],
             "boto3_import_ms": summarize([v / 1000 for v in boto3_us]),
             "boto3_import_ms_median": boto3_median / 1000,
-            "boto3_load_cpu_ms": summarize([v * 1000 for v in boto3_cpu]),
+            "boto3_load_cpu_ms": summarize([v * 1000 for n in names for v in per[n]["boto3_cpu_s"]]),
             "handlers": handlers,
             "layer": layer_size(),
             "seed_dir": str(SEED_DIR.relative_to(ROOT)),

@@ -262,6 +262,7 @@ def measure_size(store: Store, size: int, new_tags: int) -> dict[str, Any]:
     tick_counts = counter.since(before)
     base_jobs = store.jobs_present(base_objects)
 
+    trigger_set_items = resolve_counts.items_read_by_table[store.registry_table]
     return {
         "store_objects": size,
         "new_tags": new_tags,
@@ -273,11 +274,10 @@ def measure_size(store: Store, size: int, new_tags: int) -> dict[str, Any]:
             # The trigger set (the whole registry) is read at most once a TRIGGER_CACHE_SECONDS
             # while records arrive: its reads follow the clock, however large the store is, and
             # one more or fewer in a run moves the per-job total by registry size / new jobs.
-            "trigger_set_items_read": resolve_counts.items_read_by_table[store.registry_table],
+            "trigger_set_items_read": trigger_set_items,
             "store_items_read_per_new_job": (
-                resolve_counts.items_read - resolve_counts.items_read_by_table[store.registry_table]
-            )
-            / max(ours_jobs, 1),
+                (resolve_counts.items_read - trigger_set_items) / max(ours_jobs, 1)
+            ),
         },
         "baseline": {
             "store_objects_at_tick": size + 2 * new_tags,
